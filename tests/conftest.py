@@ -1,0 +1,51 @@
+"""Fixtures shared by every test module.
+
+Real data lives beside the project (``../shared/data``, or ``TWIN_IMAGING_SHARED_DATA_DIR``); tests that need it
+skip with the reason where it is absent. External peers (dcm2niix, dciodvfy, dcmtk) are installed by the README's
+set-up; a test that needs one skips when it is missing, except under CI, where a missing peer is a failure so that a
+broken set-up cannot pass as green.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from twin_imaging.settings import get_settings
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = get_settings().shared_data_dir
+    if not path.is_dir():
+        pytest.skip(f"real data folder not found at {path} (set TWIN_IMAGING_SHARED_DATA_DIR)")
+    return path
+
+
+def shared_file(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    if not path.exists():
+        pytest.skip(f"{relative} is not in {shared_data}")
+    return path
+
+
+def require_tool(name: str) -> str:
+    """The path of an external program, or skip (fail under CI) if it is not installed."""
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed (the README's set-up installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Settings are cached per process; tests that set TWIN_IMAGING_* variables get a fresh read."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -1,0 +1,170 @@
+"""`twin-imaging`: the command line for people and scripts.
+
+Bad input ends with one line naming the problem on stderr and exit status 1, never a traceback (``--debug`` shows
+it). Nothing here holds logic of its own: each command calls the library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from twin_imaging import __version__
+from twin_imaging.errors import TwinImagingError
+from twin_imaging.io import is_nifti_path, load_series, read_image, read_nifti, scan_dicom, write_nifti
+from twin_imaging.volume import Volume
+
+log = logging.getLogger("twin_imaging")
+
+
+class _Group(click.Group):
+    """Turns library errors into clean CLI errors."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TwinImagingError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as exc:
+            if ctx.meta.get("debug"):
+                raise
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+        except Exception as exc:
+            if ctx.meta.get("debug"):
+                raise
+            raise click.ClickException(
+                f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback"
+            ) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="twin-imaging")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """twin-imaging: the imaging layer of a patient digital twin."""
+    ctx.meta["debug"] = debug
+    _configure_logging(logging.WARNING - 10 * verbose)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--series", "series_uid", metavar="UID", help="Read this SeriesInstanceUID instead of choosing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
+def inspect(input_path: Path, series_uid: str | None, as_json: bool) -> None:
+    """What INPUT holds (a DICOM folder, zip or file, or a NIfTI): series found, the one chosen and why, shape,
+    spacing, orientation and intensity range."""
+    if is_nifti_path(input_path):
+        volume = read_nifti(input_path)
+        report = {"input": str(input_path), "format": "NIfTI", "image": _describe(volume)}
+    else:
+        scan = scan_dicom(input_path, series_instance_uid=series_uid)
+        volume = load_series(scan.chosen)
+        report = {
+            "input": str(input_path),
+            "format": "DICOM",
+            "images_found": len(scan.collected.instances),
+            "files_skipped": [{"file": loc, "reason": why} for loc, why in scan.collected.skipped],
+            "series": [
+                {
+                    "series": c.label,
+                    "modality": c.info.modality,
+                    "plane": c.plane,
+                    "images": c.n_slices,
+                    "slice_spacing_mm": c.geometry.slice_spacing_mm,
+                    "chosen": c is scan.chosen,
+                    "reason": c.choice_reason if c is scan.chosen else "; ".join(c.problems),
+                }
+                for c in scan.selection.candidates
+            ],
+            "chosen": scan.chosen.label,
+            "chosen_because": scan.chosen.choice_reason,
+            "image": _describe(volume),
+            "warnings": scan.warnings,
+        }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    _print_report(report)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT.nii.gz", type=click.Path(path_type=Path))
+@click.option("--series", "series_uid", metavar="UID", help="Read this SeriesInstanceUID instead of choosing.")
+def convert(input_path: Path, output_path: Path, series_uid: str | None) -> None:
+    """Convert INPUT (a DICOM folder, zip or file, or a NIfTI) to a NIfTI file, keeping the patient-space affine."""
+    if not is_nifti_path(output_path):
+        raise click.BadParameter("the output must end in .nii or .nii.gz", param_hint="OUTPUT.nii.gz")
+    volume = read_image(input_path, series_instance_uid=series_uid)
+    write_nifti(volume, output_path)
+    click.echo(
+        f"wrote {output_path}: {' x '.join(map(str, volume.shape))} voxels of "
+        f"{' x '.join(f'{s:.4g}' for s in volume.spacing_mm)} mm, orientation {volume.orientation}"
+    )
+
+
+def _describe(volume: Volume) -> dict:
+    values = volume.array
+    unit = "HU" if volume.info.modality == "CT" else "value"
+    return {
+        "modality": volume.info.modality or None,
+        "shape": list(volume.shape),
+        "spacing_mm": [round(s, 6) for s in volume.spacing_mm],
+        "orientation": volume.orientation,
+        "dtype": str(values.dtype),
+        "value_unit": unit,
+        "value_range": [_plain(np.min(values)), _plain(np.max(values))],
+        "affine_ras": np.round(volume.affine_ras, 6).tolist(),
+    }
+
+
+def _plain(value) -> float | int:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _print_report(report: dict) -> None:
+    echo = click.echo
+    echo(f"input: {report['input']} ({report['format']})")
+    if report["format"] == "DICOM":
+        skipped = report["files_skipped"]
+        echo(f"images found: {report['images_found']}" + (f", files skipped: {len(skipped)}" if skipped else ""))
+        for item in skipped[:10]:
+            echo(f"  skipped {item['file']}: {item['reason']}")
+        echo(f"series found: {len(report['series'])}")
+        for series in report["series"]:
+            mark = "CHOSEN" if series["chosen"] else "not chosen"
+            spacing = f" at {series['slice_spacing_mm']:.3g} mm" if series["slice_spacing_mm"] else ""
+            echo(f"  - {series['series']}: {series['images']} {series['plane']} image(s){spacing}")
+            echo(f"      {mark}: {series['reason']}")
+    image = report["image"]
+    echo("image:")
+    echo(f"  shape (i x j x k): {' x '.join(map(str, image['shape']))}")
+    echo(f"  spacing (mm):      {' x '.join(f'{s:.4g}' for s in image['spacing_mm'])}")
+    echo(f"  orientation:       {image['orientation']} (voxel axes i, j, k point to these patient directions)")
+    low, high = image["value_range"]
+    echo(f"  {(image['value_unit'] + ' range:'):<19}{low:g} .. {high:g} ({image['dtype']})")
+
+
+def _configure_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(max(level, logging.DEBUG))
+    log.propagate = False
+
+
+def main() -> None:
+    cli(prog_name="twin-imaging")
+
+
+if __name__ == "__main__":
+    main()
