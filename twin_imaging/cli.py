@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from twin_imaging import __version__
 from twin_imaging.errors import TwinImagingError
 from twin_imaging.io import is_nifti_path, load_series, read_image, read_nifti, scan_dicom, write_nifti
+from twin_imaging.testing import PhantomGeometry, SeriesSpec, write_phantom_study
 from twin_imaging.volume import Volume
 
 log = logging.getLogger("twin_imaging")
@@ -81,7 +83,7 @@ def inspect(input_path: Path, series_uid: str | None, as_json: bool) -> None:
                     "images": c.n_slices,
                     "slice_spacing_mm": c.geometry.slice_spacing_mm,
                     "chosen": c is scan.chosen,
-                    "reason": c.choice_reason if c is scan.chosen else "; ".join(c.problems),
+                    "reason": c.choice_reason if c is scan.chosen else c.rejection_reason,
                 }
                 for c in scan.selection.candidates
             ],
@@ -110,6 +112,106 @@ def convert(input_path: Path, output_path: Path, series_uid: str | None) -> None
         f"wrote {output_path}: {' x '.join(map(str, volume.shape))} voxels of "
         f"{' x '.join(f'{s:.4g}' for s in volume.spacing_mm)} mm, orientation {volume.orientation}"
     )
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--shape",
+    nargs=3,
+    type=click.IntRange(min=1),
+    default=(256, 256, 80),
+    show_default=True,
+    help="Voxels along i (columns), j (rows), k (slices).",
+)
+@click.option(
+    "--spacing",
+    nargs=3,
+    type=click.FloatRange(min=0, min_open=True),
+    default=(1.5, 1.5, 2.5),
+    show_default=True,
+    help="Voxel size in mm along i, j, k.",
+)
+@click.option("--orientation", type=click.Choice(["axial", "coronal", "sagittal"]), default="axial", show_default=True)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "jpeg2000", "jpegls", "rle"]),
+    default="none",
+    show_default=True,
+    help="Lossless transfer syntax of the pixel data.",
+)
+@click.option("--multiframe", is_flag=True, help="One Enhanced CT instance instead of one file per slice.")
+@click.option("--extra-series", is_flag=True, help="Add a localizer and a 5 mm series, as a scanner would.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (also fixes the UIDs).")
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the exact label volume of the main series as NIfTI.",
+)
+def phantom(out_dir: Path, shape, spacing, orientation, compression, multiframe, extra_series, seed, labels_path):
+    """Write the synthetic abdominal CT phantom as a DICOM study into OUT_DIR."""
+    study = _write_phantom(
+        out_dir,
+        PhantomGeometry(shape=tuple(shape), spacing_mm=tuple(spacing), orientation=orientation),
+        compression=None if compression == "none" else compression,
+        multiframe=multiframe,
+        extra_series=extra_series,
+        seed=seed,
+    )
+    main_series = study.series_by_number(_MAIN_SERIES_NUMBER)
+    click.echo(f"wrote {len(study.paths)} DICOM file(s) of {len(study.series)} series to {out_dir}")
+    if labels_path:
+        write_nifti(main_series.phantom.labels, labels_path)
+        click.echo(f"wrote the exact labels of series {_MAIN_SERIES_NUMBER} to {labels_path}")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Where the study and the results go.",
+)
+@click.pass_context
+def demo(ctx: click.Context, out_dir: Path) -> None:
+    """The main job on the default input: write the phantom CT study, inspect it, convert the chosen series."""
+    study_dir = out_dir / "phantom_study"
+    if study_dir.exists():
+        shutil.rmtree(study_dir)
+    study = _write_phantom(study_dir, PhantomGeometry(), compression=None, multiframe=False, extra_series=True, seed=0)
+    click.echo(f"wrote the phantom CT study to {study_dir}\n")
+    ctx.invoke(inspect, input_path=study_dir, series_uid=None, as_json=False)
+    click.echo("")
+    ctx.invoke(convert, input_path=study_dir, output_path=out_dir / "phantom_ct.nii.gz", series_uid=None)
+    write_nifti(study.series_by_number(_MAIN_SERIES_NUMBER).phantom.labels, out_dir / "phantom_labels.nii.gz")
+    click.echo(f"wrote the phantom's exact labels to {out_dir / 'phantom_labels.nii.gz'}")
+    click.echo(f"\noutputs in {out_dir}/: phantom_study/ (DICOM), phantom_ct.nii.gz, phantom_labels.nii.gz")
+
+
+_MAIN_SERIES_NUMBER = 2
+
+
+def _write_phantom(out_dir: Path, geometry: PhantomGeometry, *, compression, multiframe, extra_series, seed):
+    main = SeriesSpec(
+        geometry=geometry, series_number=_MAIN_SERIES_NUMBER, compression=compression, multiframe=multiframe
+    )
+    series = [main]
+    if extra_series:
+        n_thick = max(3, round(geometry.shape[2] * geometry.spacing_mm[2] / 5.0))
+        thick = PhantomGeometry(
+            shape=(*geometry.shape[:2], n_thick),
+            spacing_mm=(*geometry.spacing_mm[:2], 5.0),
+            orientation=geometry.orientation,
+        )
+        series = [
+            SeriesSpec(geometry=geometry, series_number=1, kind="localizer"),
+            main,
+            SeriesSpec(geometry=thick, series_number=3, compression=compression),
+        ]
+    return write_phantom_study(out_dir, series=series, seed=seed)
 
 
 def _describe(volume: Volume) -> dict:

@@ -1,8 +1,8 @@
 """Group instances into series, split a series that holds several stacks, and choose the one to analyse.
 
-Rules, in order: the series must be CT or MR, an original image (not a localizer/scout or a derived series), have
+Rules, in order: the series must be CT or MR, not a localizer/scout, reformat or secondary derived series, have
 enough slices, and a sound geometry. Among the usable ones prefer an axial plane, then the most slices, then the
-thinnest slice spacing. Every series found is kept with the reasons it was or was not chosen.
+thinnest slice spacing. Original images rank above DERIVED\\PRIMARY ones (e.g. lossy-compressed), after the plane.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 VOLUME_MODALITIES = ("CT", "MR")
 _SCOUT_WORDS = ("LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM")
+_REFORMAT_WORDS = ("MPR", "MIP", "MINIP", "PROJECTION", "REFORMAT", "CURVED", "VOLUME_RENDER", "CPR")
 
 
 @dataclass
@@ -54,6 +55,11 @@ class SeriesCandidate:
         return not self.problems
 
     @property
+    def rejection_reason(self) -> str:
+        """Why it was not chosen: its problems, or that a usable series ranked higher."""
+        return "; ".join(self.problems) or "usable, but another series ranked higher"
+
+    @property
     def label(self) -> str:
         uid = self.series_instance_uid or "(no SeriesInstanceUID)"
         number = f"#{self.info.series_number} " if self.info.series_number is not None else ""
@@ -77,7 +83,7 @@ class SeriesSelection:
         lines = []
         for candidate in self.candidates:
             mark = "chosen" if candidate is self.chosen else "not chosen"
-            why = candidate.choice_reason if candidate is self.chosen else "; ".join(candidate.problems)
+            why = candidate.choice_reason if candidate is self.chosen else candidate.rejection_reason
             lines.append(f"  - {candidate.summary()} — {mark}" + (f": {why}" if why else ""))
         return "\n".join(lines)
 
@@ -218,10 +224,14 @@ def _rule_problems(candidate: SeriesCandidate, min_slices: int) -> list[str]:
     if info.modality not in VOLUME_MODALITIES:
         problems.append(f"modality {info.modality or '(blank)'} is not CT or MR")
     image_type = [v.upper() for v in info.image_type]
-    scout = [word for word in _SCOUT_WORDS if any(word in v for v in image_type)]
-    if scout or "LOCALIZER" in info.series_description.upper() or "SCOUT" in info.series_description.upper():
+    description = info.series_description.upper()
+    if (
+        any(word in v for word in _SCOUT_WORDS for v in image_type)
+        or "LOCALIZER" in description
+        or "SCOUT" in description
+    ):
         problems.append("a localizer/scout series")
-    elif image_type and image_type[0] == "DERIVED":
+    elif _is_secondary_derived(image_type):
         problems.append("a derived series (ImageType " + "\\".join(info.image_type) + ")")
     if candidate.n_slices < min_slices:
         problems.append(f"only {candidate.n_slices} image(s); a volume needs at least {min_slices}")
@@ -230,9 +240,25 @@ def _rule_problems(candidate: SeriesCandidate, min_slices: int) -> list[str]:
     return problems
 
 
+def _is_secondary_derived(image_type: list[str]) -> bool:
+    """Reformats, projections and secondary captures: not the acquired volume.
+
+    DERIVED\\PRIMARY stays usable: the standard requires it of lossy-compressed images (a PACS archive may hold
+    nothing else), and of some reconstructions; it only ranks below ORIGINAL.
+    """
+    if not image_type or image_type[0] != "DERIVED":
+        return False
+    secondary = len(image_type) > 1 and image_type[1] == "SECONDARY"
+    return secondary or any(word in value for word in _REFORMAT_WORDS for value in image_type[2:])
+
+
+def _is_original(candidate: SeriesCandidate) -> bool:
+    return not candidate.info.image_type or candidate.info.image_type[0].upper() != "DERIVED"
+
+
 def _preference(candidate: SeriesCandidate) -> tuple:
     spacing = candidate.geometry.slice_spacing_mm or np.inf
-    return (candidate.plane == "axial", candidate.n_slices, -spacing)
+    return (candidate.plane == "axial", _is_original(candidate), candidate.n_slices, -spacing)
 
 
 def _choice_reason(chosen: SeriesCandidate, others: list[SeriesCandidate], *, explicit: bool) -> str:
@@ -243,6 +269,8 @@ def _choice_reason(chosen: SeriesCandidate, others: list[SeriesCandidate], *, ex
     runner_up = others[0]
     if (chosen.plane == "axial") != (runner_up.plane == "axial"):
         why = f"axial, where the next best is {runner_up.plane}"
+    elif _is_original(chosen) != _is_original(runner_up):
+        why = "original images, where the next best is derived"
     elif chosen.n_slices != runner_up.n_slices:
         why = f"most slices ({chosen.n_slices} vs {runner_up.n_slices})"
     else:
@@ -253,12 +281,13 @@ def _choice_reason(chosen: SeriesCandidate, others: list[SeriesCandidate], *, ex
 
 
 def _check_one_patient(candidates: list[SeriesCandidate]) -> None:
-    """Refuse input mixing patients. The message names files, never patient identifiers."""
+    """Refuse input mixing patients, checking every image. The message names files, never patient identifiers."""
     identities: dict[tuple, str] = {}
     for candidate in candidates:
-        info = candidate.info
-        identity = (info.patient_id, info.patient_name, info.patient_birth_date)
-        identities.setdefault(identity, candidate.frames[0].location)
+        for frame in candidate.frames:
+            ds = frame.instance.header
+            identity = tuple(str(ds.get(k, "") or "") for k in ("PatientID", "PatientName", "PatientBirthDate"))
+            identities.setdefault(identity, frame.instance.location)
     if len(identities) > 1:
         examples = ", ".join(list(identities.values())[:3])
         raise DicomInputError(

@@ -1,0 +1,47 @@
+"""Synthetic fixtures shared by every layer's tests: an analytic abdominal CT phantom and its DICOM study."""
+
+from twin_imaging.testing.phantom import (
+    PHANTOM_LABELS,
+    Ellipsoid,
+    EllipticCylinder,
+    EllipticRing,
+    Phantom,
+    PhantomAnatomy,
+    PhantomGeometry,
+    Structure,
+    iter_phantom_slices,
+    make_phantom,
+    project_phantom,
+)
+from twin_imaging.testing.phantom_dicom import (
+    PatientSpec,
+    PhantomSeries,
+    PhantomStudy,
+    SeriesSpec,
+    StudySpec,
+    localizer_geometries,
+    phantom_datasets,
+    write_phantom_study,
+)
+
+__all__ = [
+    "PHANTOM_LABELS",
+    "Ellipsoid",
+    "EllipticCylinder",
+    "EllipticRing",
+    "PatientSpec",
+    "Phantom",
+    "PhantomAnatomy",
+    "PhantomGeometry",
+    "PhantomSeries",
+    "PhantomStudy",
+    "SeriesSpec",
+    "Structure",
+    "StudySpec",
+    "iter_phantom_slices",
+    "localizer_geometries",
+    "make_phantom",
+    "phantom_datasets",
+    "project_phantom",
+    "write_phantom_study",
+]
