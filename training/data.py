@@ -1,0 +1,247 @@
+"""The LightningDataModule: datalist (and/or synthetic phantom) cases → deterministic preprocessing → patches.
+
+The deterministic part (reorient to RAS, resample to the model spacing, intensity window) is ``twin_imaging``'s,
+the very code serving runs; only the random part (class-balanced patch sampling, spatial and intensity
+augmentation) is MONAI's and lives here. Preprocessed cases are cached in memory: the datasets this kit targets on
+one machine fit, and a GPU run with a larger dataset uses more workers rather than a different pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from monai import transforms as mt
+from torch.utils.data import DataLoader, Dataset
+
+from twin_imaging.datalist import label_lookup, read_datalist
+from twin_imaging.io import read_image
+from twin_imaging.models.card import IntensitySpec, PreprocessingSpec
+from twin_imaging.settings import get_settings
+from twin_imaging.testing import PhantomAnatomy, PhantomGeometry, make_phantom
+from twin_imaging.transforms import preprocess_image, preprocess_labels, resample_to_grid
+from twin_imaging.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedCase:
+    case_id: str
+    image: np.ndarray  # (1, X, Y, Z) float32 on the model grid
+    labels: np.ndarray  # (1, X, Y, Z) uint8, the model's label values
+    source: str  # which dataset it came from, for logs and the card
+
+
+def preprocessing_spec(spacing_mm: Sequence[float], window_hu: Sequence[float]) -> PreprocessingSpec:
+    return PreprocessingSpec(
+        spacing_mm=tuple(float(s) for s in spacing_mm),
+        intensity=IntensitySpec(window_min_hu=float(window_hu[0]), window_max_hu=float(window_hu[1])),
+    )
+
+
+def prepare_case(
+    case_id: str, image: Volume, labels: Volume, lookup: np.ndarray, spec: PreprocessingSpec, source: str
+) -> PreparedCase:
+    """One labelled case on the model grid, its source label values mapped to the model's."""
+    if labels.shape != image.shape or not np.allclose(labels.affine_ras, image.affine_ras, atol=1e-3):
+        log.info("case %s: label map resampled onto its image's grid", case_id)
+        labels = resample_to_grid(labels, image.shape, image.affine_ras, order=0)
+    mapped = labels.with_array(lookup[np.asarray(labels.array, dtype=np.int64).clip(0, 255)])
+    prepared = preprocess_image(image, spec)
+    model_labels = preprocess_labels(mapped, spec)
+    if model_labels.shape != prepared.array.shape[1:]:
+        raise ValueError(f"case {case_id}: labels {model_labels.shape} and image {prepared.array.shape} differ")
+    return PreparedCase(case_id, prepared.array, model_labels.array[None].astype(np.uint8), source)
+
+
+def phantom_case(index: int, *, seed: int, spec: PreprocessingSpec, structures: Sequence[str]) -> PreparedCase:
+    """A synthetic abdomen with random organ sizes, position and noise, sampled directly at the model spacing."""
+    rng = np.random.default_rng([seed, index])
+    anatomy = PhantomAnatomy()
+    for name in ("liver", "spleen", "kidney_left", "kidney_right"):
+        anatomy = anatomy.with_scaled(name, float(rng.uniform(0.8, 1.2)))
+    extent_mm = np.array([360.0, 270.0, rng.uniform(160.0, 260.0)])
+    shape = tuple(int(n) for n in np.ceil(extent_mm / np.asarray(spec.spacing_mm)))
+    centre = (float(rng.uniform(-20, 20)), float(rng.uniform(-15, 15)), float(rng.uniform(-40, 40)))
+    geometry = PhantomGeometry(shape=shape, spacing_mm=spec.spacing_mm, centre_lps_mm=centre)
+    phantom = make_phantom(geometry, anatomy=anatomy, noise_hu_sd=float(rng.uniform(5, 25)), seed=int(index))
+    lookup = label_lookup(phantom.labels.label_names or {}, structures)
+    return prepare_case(f"phantom_{index:03d}", phantom.image, phantom.labels, lookup, spec, "phantom")
+
+
+class PatchDataset(Dataset):
+    """``samples_per_epoch`` random patches: a case at random, then a class-balanced crop, then augmentation."""
+
+    def __init__(self, cases: list[PreparedCase], *, patch_size, num_classes: int, samples_per_epoch: int, augment: bool):
+        self.cases = cases
+        self.samples_per_epoch = samples_per_epoch
+        # Background is sampled as often as each structure; small organs (gallbladder) get their share.
+        ratios = [1.0] * num_classes
+        self.indices = [
+            mt.ClassesToIndicesd(keys="label", num_classes=num_classes)({"label": torch.as_tensor(c.labels)})[
+                "label_cls_indices"
+            ]
+            for c in cases
+        ]
+        steps: list = [
+            mt.SpatialPadd(keys=("image", "label"), spatial_size=patch_size),
+            mt.RandCropByLabelClassesd(
+                keys=("image", "label"),
+                label_key="label",
+                spatial_size=patch_size,
+                ratios=ratios,
+                num_classes=num_classes,
+                num_samples=1,
+                indices_key="indices",
+                warn=False,
+            ),
+        ]
+        if augment:
+            # No flips: left and right structures are distinct classes.
+            steps += [
+                mt.RandAffined(
+                    keys=("image", "label"),
+                    prob=0.5,
+                    rotate_range=(0.26, 0.26, 0.26),
+                    scale_range=(0.12, 0.12, 0.12),
+                    mode=("bilinear", "nearest"),
+                    padding_mode="zeros",
+                ),
+                mt.RandGaussianNoised(keys="image", prob=0.2, std=0.03),
+                mt.RandGaussianSmoothd(keys="image", prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+                mt.RandScaleIntensityd(keys="image", prob=0.5, factors=0.1),
+                mt.RandShiftIntensityd(keys="image", prob=0.5, offsets=0.1),
+                mt.RandAdjustContrastd(keys="image", prob=0.2, gamma=(0.8, 1.25)),
+            ]
+        self.transform = mt.Compose(steps)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        case_index = int(self.transform.R.randint(len(self.cases)))
+        case = self.cases[case_index]
+        sample = {
+            "image": torch.as_tensor(case.image),
+            "label": torch.as_tensor(case.labels),
+            "indices": self.indices[case_index],
+        }
+        out = self.transform(sample)
+        out = out[0] if isinstance(out, list) else out
+        return {"image": torch.as_tensor(out["image"]).float(), "label": torch.as_tensor(out["label"]).long()}
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Cases from an MSD-style datalist (folds select training and validation) and/or synthetic phantoms.
+
+    Args:
+        datalist: path of the dataset.json; none for phantom-only runs.
+        data_root: folder the datalist's relative paths are under; default: the shared data folder
+            (settings.shared_data_dir, env TWIN_IMAGING_SHARED_DATA_DIR).
+        label_mapping: source label value → model structure name; default: map the datalist's ``labels`` by name.
+        train_folds / val_folds: which folds train and validate (a case without a fold trains).
+        phantom_train_cases / phantom_val_cases: synthetic abdomens added to training / validation.
+        structures, spacing_mm, window_hu, patch_size: linked from the model's arguments.
+    """
+
+    def __init__(
+        self,
+        datalist: str | None = None,
+        data_root: str | None = None,
+        label_mapping: dict[int, str] | None = None,
+        train_folds: list[int] | None = None,
+        val_folds: list[int] | None = None,
+        phantom_train_cases: int = 0,
+        phantom_val_cases: int = 0,
+        structures: list[str] | None = None,
+        spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),
+        window_hu: tuple[float, float] = (-200.0, 300.0),
+        patch_size: tuple[int, int, int] = (64, 64, 64),
+        batch_size: int = 2,
+        samples_per_epoch: int = 100,
+        augment: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_cases: list[PreparedCase] = []
+        self.val_cases: list[PreparedCase] = []
+
+    @property
+    def spec(self) -> PreprocessingSpec:
+        return preprocessing_spec(self.hparams.spacing_mm, self.hparams.window_hu)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_cases or self.val_cases:
+            return
+        hp = self.hparams
+        structures = list(hp.structures or [])
+        if not structures:
+            raise ValueError("the model's structures are not set (data.structures is linked from model.structures)")
+        spec = self.spec
+        if hp.datalist:
+            root = hp.data_root if hp.data_root is not None else get_settings().shared_data_dir
+            datalist = read_datalist(hp.datalist, data_root=root)
+            lookup = label_lookup(datalist.label_names, structures, mapping=hp.label_mapping)
+            val_folds = set(hp.val_folds or [])
+            for case in datalist.cases():
+                if case.label is None:
+                    continue
+                in_val = case.fold in val_folds
+                in_train = (not in_val) and (hp.train_folds is None or case.fold is None or case.fold in hp.train_folds)
+                if not (in_val or in_train):
+                    continue
+                prepared = prepare_case(
+                    case.case_id, read_image(case.image), read_image(case.label), lookup, spec, datalist.name
+                )
+                (self.val_cases if in_val else self.train_cases).append(prepared)
+        for index in range(hp.phantom_train_cases):
+            self.train_cases.append(phantom_case(index, seed=hp.seed, spec=spec, structures=structures))
+        for index in range(hp.phantom_val_cases):
+            self.val_cases.append(phantom_case(10_000 + index, seed=hp.seed, spec=spec, structures=structures))
+        if not self.train_cases:
+            raise ValueError("no training cases: give a datalist with labelled cases or phantom_train_cases > 0")
+        log.info(
+            "training cases: %s; validation cases: %s",
+            [c.case_id for c in self.train_cases],
+            [c.case_id for c in self.val_cases],
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        dataset = PatchDataset(
+            self.train_cases,
+            patch_size=hp.patch_size,
+            num_classes=len(hp.structures) + 1,
+            samples_per_epoch=hp.samples_per_epoch,
+            augment=hp.augment,
+        )
+        dataset.transform.set_random_state(seed=hp.seed)
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            worker_init_fn=_seed_worker,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_cases:
+            return []
+        items = [
+            {"image": torch.as_tensor(c.image), "label": torch.as_tensor(c.labels), "case_id": c.case_id}
+            for c in self.val_cases
+        ]
+        return DataLoader(items, batch_size=1, num_workers=0)
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.transform.set_random_state(seed=(torch.initial_seed() + worker_id) % 2**32)

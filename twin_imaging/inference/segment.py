@@ -1,0 +1,98 @@
+"""Segment a volume with a model package: preprocess per the card, sliding-window ONNX, argmax, clean-up, back to
+the source grid. Torch-free: this is the serving path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin_imaging.inference.postprocess import keep_largest_components
+from twin_imaging.inference.sessions import create_session, run_session
+from twin_imaging.inference.sliding_window import sliding_window_predict
+from twin_imaging.models.package import ModelPackage
+from twin_imaging.transforms import labels_to_source_grid, preprocess_image
+from twin_imaging.volume import Volume
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    labels: Volume  # uint8 on the input volume's grid, with label_names
+    model_id: str
+    model_version: str
+    onnx_sha256: str
+    providers: tuple[str, ...]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+class Segmenter:
+    """A model package and its ONNX Runtime session, built once and used for many volumes."""
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        *,
+        providers: str | list[str] | None = None,
+        intra_op_threads: int | None = None,
+        batch_size: int = 2,
+    ) -> None:
+        self.package = package
+        self.card = package.card
+        self.session = create_session(package.onnx_path, providers=providers, intra_op_threads=intra_op_threads)
+        self.batch_size = batch_size
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(self.session.get_providers())
+
+    def predict_logits(self, image: np.ndarray, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """(C, X, Y, Z) preprocessed image → (K, X, Y, Z) blended logits."""
+        spec = self.card.inference
+
+        def predict_batch(batch: np.ndarray) -> np.ndarray:
+            return run_session(self.session, batch, input_name=spec.input_name, output_name=spec.output_name)
+
+        return sliding_window_predict(
+            image,
+            predict_batch,
+            patch_size=spec.patch_size_voxels,
+            overlap=spec.overlap,
+            batch_size=self.batch_size,
+            sigma_scale=spec.sigma_scale,
+            progress=progress,
+        )
+
+    def segment(self, volume: Volume, *, progress: Callable[[int, int], None] | None = None) -> SegmentationResult:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        prepared = preprocess_image(volume, self.card.preprocessing)
+        timings["preprocess"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        logits = self.predict_logits(prepared.array, progress=progress)
+        timings["network"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        labels = np.argmax(logits, axis=0).astype(np.uint8)
+        del logits
+        largest = [s.label for s in self.card.structures if s.keep_largest_component]
+        labels = keep_largest_components(labels, largest)
+        on_source = labels_to_source_grid(labels, prepared)
+        timings["postprocess"] = time.perf_counter() - start
+
+        return SegmentationResult(
+            labels=volume.with_array(on_source, label_names=self.card.label_names()),
+            model_id=self.card.model_id,
+            model_version=self.card.version,
+            onnx_sha256=self.card.onnx.sha256,
+            providers=self.providers,
+            timings_s=timings,
+        )
+
+
+def segment_volume(volume: Volume, package: ModelPackage, **options) -> SegmentationResult:
+    """One-off segmentation; build a ``Segmenter`` once to segment many volumes."""
+    return Segmenter(package, **options).segment(volume)

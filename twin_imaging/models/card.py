@@ -1,0 +1,191 @@
+"""The machine-readable model card: everything serving needs to run a model, and everything a reader needs to trust it.
+
+A model package is a folder holding ``card.json`` (this schema) and the ONNX file it names. Training writes it;
+``twin_imaging`` reads it and runs the model with no code change. The preprocessing spec travels with the weights
+(as nnU-Net's plans and MONAI bundles do), so training and serving cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CARD_SCHEMA_VERSION = "1.0"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodedConcept(_Strict):
+    """A DICOM coded concept: (CodeValue, CodingSchemeDesignator, CodeMeaning), e.g. SNOMED CT ``10200004 Liver``."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+class StructureSpec(_Strict):
+    """One output class of a segmentation model."""
+
+    label: int = Field(ge=1, le=255, description="value in the label map (0 is background)")
+    name: str = Field(pattern=r"^[a-z0-9_]+$", description="snake_case name, e.g. kidney_left")
+    category: CodedConcept
+    type: CodedConcept
+    type_modifier: CodedConcept | None = None
+    color_rgb: tuple[int, int, int] = Field(description="recommended display colour, 0..255 each")
+    keep_largest_component: bool = Field(
+        default=False, description="post-processing: keep only the largest 3D connected component"
+    )
+
+    @field_validator("color_rgb")
+    @classmethod
+    def _check_color(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 0 <= c <= 255 for c in value):
+            raise ValueError(f"colour components must be 0..255, got {value}")
+        return value
+
+
+class IntensitySpec(_Strict):
+    """Linear window: ``window_min_hu`` → ``output_min``, ``window_max_hu`` → ``output_max``, clipped if ``clip``.
+
+    The same as MONAI's ``ScaleIntensityRange(a_min, a_max, b_min, b_max, clip)``.
+    """
+
+    window_min_hu: float
+    window_max_hu: float
+    output_min: float = 0.0
+    output_max: float = 1.0
+    clip: bool = True
+
+    @model_validator(mode="after")
+    def _check_window(self) -> IntensitySpec:
+        if self.window_max_hu <= self.window_min_hu:
+            raise ValueError("window_max_hu must exceed window_min_hu")
+        return self
+
+
+class PreprocessingSpec(_Strict):
+    """Deterministic preprocessing applied before the network, in training and in serving alike."""
+
+    orientation: Literal["RAS"] = "RAS"
+    spacing_mm: tuple[float, float, float] = Field(description="voxel size the network sees, along R, A, S")
+    intensity: IntensitySpec
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _check_spacing(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value):
+            raise ValueError(f"spacing must be positive, got {value}")
+        return value
+
+
+class InferenceSpec(_Strict):
+    """How to run the ONNX network over a whole volume."""
+
+    input_name: str = "image"
+    output_name: str = "logits"
+    in_channels: int = 1
+    num_classes: int = Field(ge=2, description="network output channels, background included")
+    patch_size_voxels: tuple[int, int, int]
+    divisible_by: int = Field(default=16, ge=1, description="spatial sizes the network accepts are multiples of it")
+    overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    sigma_scale: float = Field(default=0.125, gt=0.0, description="Gaussian blending sigma, a fraction of the patch")
+
+
+class StructureMetrics(_Strict):
+    """Metrics of one structure over the cases of an evaluation (mean over the cases where it is present)."""
+
+    structure: str
+    dice: float | None
+    nsd: float | None = Field(description="normalized surface distance (surface Dice) at the evaluation's tolerance")
+    hd95_mm: float | None
+    n_cases: int = Field(ge=0, description="cases in which the reference holds this structure")
+
+
+class EvaluationRecord(_Strict):
+    """Metrics and exactly what they were measured on."""
+
+    dataset: str = Field(description="which data, e.g. 'TotalSegmentator example_ct_dicom (20 slices)'")
+    split: str = Field(description="how it relates to training, e.g. 'held out: leave-one-volume-out fold 2'")
+    reference: str = Field(description="what the reference labels are, e.g. another model's predictions")
+    nsd_tolerance_mm: float = 2.0
+    n_cases: int = Field(ge=0)
+    structures: tuple[StructureMetrics, ...]
+
+
+class DatasetReference(_Strict):
+    name: str
+    licence: str
+    description: str
+    n_cases: int = Field(ge=0)
+    labels: str = Field(description="what the labels are: expert, pseudo-labels (which model), synthetic")
+
+
+class TrainingRecord(_Strict):
+    data: tuple[DatasetReference, ...]
+    recipe: str = Field(description="the config that trained it, relative to the repository")
+    network: str
+    parameters: int = Field(ge=0)
+    max_steps: int = Field(ge=0)
+    seed: int
+    duration_s: float = Field(ge=0)
+    hardware: str
+    code_version: str = ""
+    extra_runs: tuple[str, ...] = Field(default=(), description="other recorded runs, e.g. a GPU run and its time")
+
+
+class OnnxFile(_Strict):
+    file: str = Field(description="file name inside the package folder")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    opset: int
+    parity_max_abs_diff: float | None = Field(
+        default=None, description="largest |torch - ONNX| logit difference seen at export, on random and real input"
+    )
+
+
+class ModelCard(_Strict):
+    schema_version: Literal["1.0"] = CARD_SCHEMA_VERSION
+    model_id: str = Field(pattern=r"^[a-z0-9_]+$", description="the stem of its config, card and ONNX file")
+    version: str
+    task: Literal["segmentation"] = "segmentation"
+    modality: Literal["CT", "MR"]
+    title: str
+    description: str
+    intended_use: str
+    out_of_scope: tuple[str, ...] = ()
+    limitations: tuple[str, ...] = ()
+    ethical_considerations: tuple[str, ...] = ()
+    structures: tuple[StructureSpec, ...]
+    preprocessing: PreprocessingSpec
+    inference: InferenceSpec
+    evaluations: tuple[EvaluationRecord, ...] = ()
+    training: TrainingRecord
+    onnx: OnnxFile
+    created: datetime
+
+    @model_validator(mode="after")
+    def _check_structures(self) -> ModelCard:
+        labels = [s.label for s in self.structures]
+        names = [s.name for s in self.structures]
+        if len(set(labels)) != len(labels) or len(set(names)) != len(names):
+            raise ValueError("structure labels and names must be unique")
+        if max(labels, default=0) >= self.inference.num_classes:
+            raise ValueError(
+                f"a structure label ({max(labels)}) is beyond the network's {self.inference.num_classes} classes"
+            )
+        if any(p % self.inference.divisible_by for p in self.inference.patch_size_voxels):
+            raise ValueError(f"patch size must be a multiple of {self.inference.divisible_by}")
+        return self
+
+    def label_names(self) -> dict[int, str]:
+        return {s.label: s.name for s in self.structures}
+
+    def structure(self, name: str) -> StructureSpec:
+        for spec in self.structures:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"model {self.model_id} has no structure {name!r}")

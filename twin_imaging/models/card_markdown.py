@@ -1,0 +1,91 @@
+"""The human-readable model card, rendered from the machine-readable one so the two cannot disagree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twin_imaging.models.card import ModelCard
+
+
+def render_markdown_card(card: ModelCard) -> str:
+    t = card.training
+    lines = [
+        f"# {card.title}",
+        "",
+        f"`{card.model_id}` version {card.version} · {card.modality} {card.task} · created {card.created:%Y-%m-%d}",
+        "",
+        "> Generated from the package's `card.json` by `training/export.py`; edit the training config, not this file.",
+        "",
+        card.description,
+        "",
+        "## Intended use",
+        "",
+        card.intended_use,
+        "",
+    ]
+    if card.out_of_scope:
+        lines += ["Out of scope:", "", *[f"- {item}" for item in card.out_of_scope], ""]
+    lines += ["## Structures", "", "| label | structure | SNOMED CT | colour | post-processing |", "|---|---|---|---|---|"]
+    for s in card.structures:
+        code = f"{s.type.value} {s.type.meaning}" + (f" ({s.type_modifier.meaning})" if s.type_modifier else "")
+        post = "largest component" if s.keep_largest_component else ""
+        lines.append(f"| {s.label} | {s.name} | {code} | rgb{tuple(s.color_rgb)} | {post} |")
+    p, i = card.preprocessing, card.inference
+    lines += [
+        "",
+        "## Input and preprocessing",
+        "",
+        f"- Reoriented to {p.orientation}, resampled to {' × '.join(f'{v:g}' for v in p.spacing_mm)} mm (trilinear).",
+        f"- Intensity: HU window [{p.intensity.window_min_hu:g}, {p.intensity.window_max_hu:g}] → "
+        f"[{p.intensity.output_min:g}, {p.intensity.output_max:g}]" + (", clipped." if p.intensity.clip else "."),
+        f"- Sliding window of {' × '.join(map(str, i.patch_size_voxels))} voxels, overlap {i.overlap:g}, Gaussian "
+        f"blending (σ = {i.sigma_scale:g} × patch); labels returned on the input's own grid (nearest).",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if not card.evaluations:
+        lines += ["No evaluation is recorded for this package.", ""]
+    for e in card.evaluations:
+        lines += [
+            f"**{e.dataset}** — {e.split}. {e.n_cases} case(s). Reference labels: {e.reference}.",
+            "",
+            f"| structure | cases | Dice | NSD ({e.nsd_tolerance_mm:g} mm) | HD95 (mm) |",
+            "|---|---|---|---|---|",
+        ]
+        for m in e.structures:
+            lines.append(f"| {m.structure} | {m.n_cases} | {_f(m.dice)} | {_f(m.nsd)} | {_f(m.hd95_mm, 1)} |")
+        lines.append("")
+    lines += ["## Training", ""]
+    for d in t.data:
+        lines.append(f"- **{d.name}** ({d.n_cases} case(s); licence {d.licence}): {d.description}. Labels: {d.labels}.")
+    lines += [
+        f"- Recipe: `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; {t.max_steps} steps, seed {t.seed}.",
+        f"- Trained in {t.duration_s / 60:.1f} min on {t.hardware}" + (f", code {t.code_version}." if t.code_version else "."),
+        *[f"- {run}" for run in t.extra_runs],
+        f"- ONNX: `{card.onnx.file}`, {card.onnx.size_bytes / 1e6:.1f} MB, opset {card.onnx.opset}, sha256 "
+        f"`{card.onnx.sha256}`"
+        + (
+            f"; max |torch − ONNX| at export {card.onnx.parity_max_abs_diff:.1e}."
+            if card.onnx.parity_max_abs_diff is not None
+            else "."
+        ),
+        "",
+    ]
+    if card.limitations:
+        lines += ["## Limitations", "", *[f"- {item}" for item in card.limitations], ""]
+    if card.ethical_considerations:
+        lines += ["## Ethical considerations", "", *[f"- {item}" for item in card.ethical_considerations], ""]
+    return "\n".join(lines)
+
+
+def write_markdown_card(card: ModelCard, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown_card(card), encoding="utf-8")
+    return path
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
