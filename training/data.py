@@ -18,10 +18,10 @@ import torch
 from monai import transforms as mt
 from torch.utils.data import DataLoader, Dataset
 
+from training.paths import resolve_config_path
 from twin_imaging.datalist import label_lookup, read_datalist
 from twin_imaging.io import read_image
 from twin_imaging.models.card import IntensitySpec, PreprocessingSpec
-from twin_imaging.settings import get_settings
 from twin_imaging.testing import PhantomAnatomy, PhantomGeometry, make_phantom
 from twin_imaging.transforms import preprocess_image, preprocess_labels, resample_to_grid
 from twin_imaging.volume import Volume
@@ -74,12 +74,32 @@ def phantom_case(index: int, *, seed: int, spec: PreprocessingSpec, structures: 
     return prepare_case(f"phantom_{index:03d}", phantom.image, phantom.labels, lookup, spec, "phantom")
 
 
+def case_weights(cases: list[PreparedCase], phantom_fraction: float | None) -> np.ndarray:
+    """Sampling probability of each case: uniform, or phantoms together drawn ``phantom_fraction`` of the time."""
+    weights = np.ones(len(cases))
+    is_phantom = np.array([c.source == "phantom" for c in cases])
+    if phantom_fraction is not None and is_phantom.any() and not is_phantom.all():
+        weights[is_phantom] = phantom_fraction / is_phantom.sum()
+        weights[~is_phantom] = (1.0 - phantom_fraction) / (~is_phantom).sum()
+    return weights / weights.sum()
+
+
 class PatchDataset(Dataset):
     """``samples_per_epoch`` random patches: a case at random, then a class-balanced crop, then augmentation."""
 
-    def __init__(self, cases: list[PreparedCase], *, patch_size, num_classes: int, samples_per_epoch: int, augment: bool):
+    def __init__(
+        self,
+        cases: list[PreparedCase],
+        *,
+        patch_size,
+        num_classes: int,
+        samples_per_epoch: int,
+        augment: bool,
+        phantom_fraction: float | None = None,
+    ):
         self.cases = cases
         self.samples_per_epoch = samples_per_epoch
+        self.case_weights = case_weights(cases, phantom_fraction)
         # Background is sampled as often as each structure; small organs (gallbladder) get their share.
         ratios = [1.0] * num_classes
         self.indices = [
@@ -112,8 +132,12 @@ class PatchDataset(Dataset):
                     mode=("bilinear", "nearest"),
                     padding_mode="zeros",
                 ),
-                mt.RandGaussianNoised(keys="image", prob=0.2, std=0.03),
-                mt.RandGaussianSmoothd(keys="image", prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+                # Scanner and protocol variety: resolution, noise (low-dose CT), blur, gain, offset, gamma.
+                mt.RandSimulateLowResolutiond(keys="image", prob=0.2, zoom_range=(0.5, 1.0)),
+                mt.RandGaussianNoised(keys="image", prob=0.3, std=0.05),
+                mt.RandGaussianSmoothd(
+                    keys="image", prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)
+                ),
                 mt.RandScaleIntensityd(keys="image", prob=0.5, factors=0.1),
                 mt.RandShiftIntensityd(keys="image", prob=0.5, offsets=0.1),
                 mt.RandAdjustContrastd(keys="image", prob=0.2, gamma=(0.8, 1.25)),
@@ -124,7 +148,7 @@ class PatchDataset(Dataset):
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        case_index = int(self.transform.R.randint(len(self.cases)))
+        case_index = int(self.transform.R.choice(len(self.cases), p=self.case_weights))
         case = self.cases[case_index]
         sample = {
             "image": torch.as_tensor(case.image),
@@ -141,11 +165,12 @@ class SegmentationDataModule(L.LightningDataModule):
 
     Args:
         datalist: path of the dataset.json; none for phantom-only runs.
-        data_root: folder the datalist's relative paths are under; default: the shared data folder
-            (settings.shared_data_dir, env TWIN_IMAGING_SHARED_DATA_DIR).
+        data_root: folder the datalist's relative paths are under; default: the datalist's folder, or the shared
+            data folder (env TWIN_IMAGING_SHARED_DATA_DIR) where the datalist says relative_to_shared_data.
         label_mapping: source label value → model structure name; default: map the datalist's ``labels`` by name.
         train_folds / val_folds: which folds train and validate (a case without a fold trains).
         phantom_train_cases / phantom_val_cases: synthetic abdomens added to training / validation.
+        phantom_fraction: share of training patches drawn from phantoms (default: cases drawn uniformly).
         structures, spacing_mm, window_hu, patch_size: linked from the model's arguments.
     """
 
@@ -158,6 +183,7 @@ class SegmentationDataModule(L.LightningDataModule):
         val_folds: list[int] | None = None,
         phantom_train_cases: int = 0,
         phantom_val_cases: int = 0,
+        phantom_fraction: float | None = None,
         structures: list[str] | None = None,
         spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),
         window_hu: tuple[float, float] = (-200.0, 300.0),
@@ -186,8 +212,7 @@ class SegmentationDataModule(L.LightningDataModule):
             raise ValueError("the model's structures are not set (data.structures is linked from model.structures)")
         spec = self.spec
         if hp.datalist:
-            root = hp.data_root if hp.data_root is not None else get_settings().shared_data_dir
-            datalist = read_datalist(hp.datalist, data_root=root)
+            datalist = read_datalist(resolve_config_path(hp.datalist), data_root=hp.data_root)
             lookup = label_lookup(datalist.label_names, structures, mapping=hp.label_mapping)
             val_folds = set(hp.val_folds or [])
             for case in datalist.cases():
@@ -221,6 +246,7 @@ class SegmentationDataModule(L.LightningDataModule):
             num_classes=len(hp.structures) + 1,
             samples_per_epoch=hp.samples_per_epoch,
             augment=hp.augment,
+            phantom_fraction=hp.phantom_fraction,
         )
         dataset.transform.set_random_state(seed=hp.seed)
         return DataLoader(

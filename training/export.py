@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.module import SegmentationModule
+from training.data import preprocessing_spec
+from training.module import SegmentationModule, read_card_words
+from training.networks import divisible_by
+from training.paths import REPO_ROOT
 from twin_imaging.datalist import read_datalist
 from twin_imaging.evaluation.evaluate import evaluate_package, format_summary_table
 from twin_imaging.inference.sessions import create_session, run_session
@@ -40,14 +43,10 @@ from twin_imaging.models.package import ModelPackage, write_model_package
 from twin_imaging.models.structures import BUILTIN_STRUCTURES, read_structure_table, structure_specs
 from twin_imaging.transforms import preprocess_image
 
-from training.data import preprocessing_spec
-from training.networks import divisible_by
-
 log = logging.getLogger(__name__)
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-3
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ParityError(RuntimeError):
@@ -111,13 +110,15 @@ def check_parity(module: SegmentationModule, onnx_path: Path, inputs: dict[str, 
     return worst
 
 
-def build_card(module: SegmentationModule, checkpoint: dict, *, onnx_file: str, parity: float) -> ModelCard:
+def build_card(
+    module: SegmentationModule, checkpoint: dict, card_words: dict, *, onnx_file: str, parity: float
+) -> ModelCard:
     hp = module.hparams
-    words = dict(hp.card or {})
+    words = dict(card_words)
     table = read_structure_table(hp.structure_table) if hp.structure_table else BUILTIN_STRUCTURES
     structures = structure_specs(hp.structures, table, keep_largest_component=hp.keep_largest_component or ())
     data = tuple(DatasetReference(**entry) for entry in words.pop("training_data", []))
-    return ModelCard(
+    card = ModelCard(
         model_id=hp.model_id,
         version=str(hp.version),
         modality=hp.modality,
@@ -141,15 +142,20 @@ def build_card(module: SegmentationModule, checkpoint: dict, *, onnx_file: str, 
             network=f"MONAI {hp.network} {dict(hp.network_kwargs or {})}",
             parameters=module.parameter_count,
             max_steps=int(checkpoint.get("global_step", 0)),
-            seed=int(words.pop("seed", 0)),
+            seed=int(checkpoint.get("seed", 0)),
             duration_s=round(float(checkpoint.get("training_seconds", 0.0)), 1),
             hardware=str(checkpoint.get("hardware", "unknown")),
             code_version=_code_version(),
             extra_runs=tuple(words.pop("extra_runs", ())),
         ),
-        onnx=OnnxFile(file=f"{hp.model_id}.onnx", sha256="0" * 64, size_bytes=0, opset=OPSET, parity_max_abs_diff=parity),
+        onnx=OnnxFile(
+            file=f"{hp.model_id}.onnx", sha256="0" * 64, size_bytes=0, opset=OPSET, parity_max_abs_diff=parity
+        ),
         created=datetime.now(UTC).replace(microsecond=0),
     )
+    if words:
+        raise ValueError(f"unknown keys in the config's model.card: {sorted(words)}")
+    return card
 
 
 def export_package(
@@ -158,17 +164,23 @@ def export_package(
     *,
     parity_image: str | None = None,
     tolerance: float = PARITY_TOLERANCE,
-    card_overrides: dict | None = None,
+    card_file: str | None = None,
 ) -> ModelPackage:
+    """Export, check parity and write the package. The card's words come from ``card_file``, else from the
+    config's card_file as it is now, else from the copy saved in the checkpoint."""
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     module = SegmentationModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
-    if card_overrides:
-        module.hparams.card = {**(module.hparams.card or {}), **card_overrides}
+    if card_file:
+        card_words = read_card_words(card_file)
+    elif module.hparams.card_file:
+        card_words = module.card_words  # read again when the module was rebuilt from the checkpoint
+    else:
+        card_words = checkpoint.get("card_words", {})
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / f"{module.hparams.model_id}.onnx"
         export_onnx(module, onnx_path)
         parity = check_parity(module, onnx_path, parity_inputs(module, parity_image), tolerance)
-        card = build_card(module, checkpoint, onnx_file=onnx_path.name, parity=parity)
+        card = build_card(module, checkpoint, card_words, onnx_file=onnx_path.name, parity=parity)
         return write_model_package(out, card, onnx_path)
 
 
@@ -199,22 +211,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-split", help="how the scored cases relate to training, for the card")
     parser.add_argument("--eval-dataset", help="what the scored data is, for the card (default: the datalist name)")
     parser.add_argument("--card-markdown", help="where to write the human card (default: model_cards/<id>.md)")
+    parser.add_argument("--card-file", help="the card's words (YAML) instead of the file the training config named")
     args = parser.parse_args(argv)
     if args.evaluate and not args.eval_split:
         parser.error("--eval-split is required with --evaluate: say how the scored cases relate to training")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        package = export_package(args.checkpoint, args.out, parity_image=args.parity_image, tolerance=args.tolerance)
+        package = export_package(
+            args.checkpoint,
+            args.out,
+            parity_image=args.parity_image,
+            tolerance=args.tolerance,
+            card_file=args.card_file,
+        )
     except ParityError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {package.onnx_path} ({package.card.onnx.size_bytes / 1e6:.1f} MB), sha256 {package.card.onnx.sha256}")
     if args.evaluate:
-        from twin_imaging.settings import get_settings
-
-        root = args.data_root or get_settings().shared_data_dir
-        datalist = read_datalist(args.evaluate, data_root=root)
+        datalist = read_datalist(args.evaluate, data_root=args.data_root)
         result = evaluate_package(package, datalist, folds=args.eval_folds)
         print(format_summary_table(result.summary))
         record = result.to_record(

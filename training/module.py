@@ -8,16 +8,20 @@ packages. ``val/mean_dice`` (over structures present in the reference) picks the
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+import yaml
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 
 from training.networks import build_network, count_parameters, divisible_by
+from training.paths import resolve_config_path
 from twin_imaging.evaluation.metrics import score_label_maps, summarize_scores
 
 
@@ -30,8 +34,10 @@ class SegmentationModule(L.LightningModule):
     network, network_kwargs: ``unet``, ``segresnet``, ``dynunet`` or ``swinunetr`` and its MONAI arguments.
     keep_largest_component: structures whose post-processing keeps the largest connected component.
     structure_table: SNOMED mapping CSV for the card; default: the built-in table of abdominal structures.
-    card: the card's words: title, description, intended_use, out_of_scope, limitations, ethical_considerations,
-        training_data (list of {name, licence, description, n_cases, labels}).
+    card_file: YAML file with the card's words: title, description, intended_use, recipe, out_of_scope, limitations,
+        ethical_considerations, extra_runs, training_data (list of {name, licence, description, n_cases, labels}).
+        Checked when training starts, read again at export (so words can be corrected without retraining) and
+        copied into each checkpoint.
     """
 
     def __init__(
@@ -52,10 +58,11 @@ class SegmentationModule(L.LightningModule):
         sw_batch_size: int = 2,
         keep_largest_component: list[str] | None = None,
         structure_table: str | None = None,
-        card: dict[str, Any] | None = None,
+        card_file: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.card_words = read_card_words(card_file) if card_file else {}
         factor = divisible_by(network, network_kwargs)
         if any(p % factor for p in patch_size):
             raise ValueError(f"patch_size {patch_size} must be a multiple of {factor} for {network}")
@@ -129,14 +136,48 @@ class SegmentationModule(L.LightningModule):
         checkpoint["training_seconds"] = self.training_seconds + elapsed
         checkpoint["hardware"] = describe_hardware()
         checkpoint["global_step"] = self.global_step
+        checkpoint["card_words"] = self.card_words
+        checkpoint["seed"] = int(os.environ.get("PL_GLOBAL_SEED", "0"))  # set by seed_everything
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_seconds = float(checkpoint.get("training_seconds", 0.0))
 
 
+CARD_WORDS = {
+    "title": str,
+    "description": str,
+    "intended_use": str,
+    "recipe": str,
+    "out_of_scope": list,
+    "limitations": list,
+    "ethical_considerations": list,
+    "training_data": list,
+    "extra_runs": list,
+}
+
+
+def read_card_words(path: str | Path) -> dict[str, Any]:
+    """The card's words from a YAML file (relative paths: from the working directory, else the repository)."""
+    path = resolve_config_path(path)
+    words = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(words, dict):
+        raise ValueError(f"{path}: the card's words must be a YAML mapping")
+    check_card_words(words)
+    return words
+
+
+def check_card_words(card: dict[str, Any]) -> None:
+    """Refuse a malformed ``model.card`` at the start of training, not at export an hour later."""
+    for key, value in card.items():
+        if key not in CARD_WORDS:
+            raise ValueError(f"model.card.{key} is not a card field; use {sorted(CARD_WORDS)}")
+        if not isinstance(value, CARD_WORDS[key]):
+            raise ValueError(f"model.card.{key} must be a {CARD_WORDS[key].__name__}")
+        if CARD_WORDS[key] is list and key != "training_data" and not all(isinstance(v, str) for v in value):
+            raise ValueError(f"model.card.{key} must be a list of strings (quote items that contain ': ')")
+
+
 def describe_hardware() -> str:
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    import os
-
     return f"CPU: {os.cpu_count()} cores (torch {torch.__version__})"

@@ -15,7 +15,9 @@ from torch import nn
 NETWORKS = ("unet", "segresnet", "dynunet", "swinunetr")
 
 
-def build_network(name: str, *, in_channels: int, out_channels: int, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+def build_network(
+    name: str, *, in_channels: int, out_channels: int, kwargs: Mapping[str, Any] | None = None
+) -> nn.Module:
     kwargs = dict(kwargs or {})
     if name == "unet":
         kwargs.setdefault("channels", (16, 32, 64, 128, 256))

@@ -9,16 +9,27 @@ The model's structures, spacing, window and patch size are given once (under ``m
 from __future__ import annotations
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from training.data import SegmentationDataModule
 from training.module import SegmentationModule
 
 
 class SegmentationCLI(LightningCLI):
+    """LightningCLI with the model's preprocessing linked to the data, and CSV + TensorBoard logs by default
+    (under ``trainer.default_root_dir``/csv and /tensorboard; the run's full config is saved beside the CSV log)."""
+
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("structures", "spacing_mm", "window_hu", "patch_size"):
             parser.link_arguments(f"model.{key}", f"data.{key}")
         parser.link_arguments("seed_everything", "data.seed")
+
+    def instantiate_trainer(self, **kwargs):
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True):
+            root = config.get("default_root_dir") or "runs"
+            kwargs["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tensorboard")]
+        return super().instantiate_trainer(**kwargs)
 
 
 def main(args: list[str] | None = None, *, run: bool = True) -> SegmentationCLI:

@@ -194,6 +194,70 @@ def demo(ctx: click.Context, out_dir: Path) -> None:
 _MAIN_SERIES_NUMBER = 2
 
 
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.argument("datalist_path", metavar="DATALIST", type=click.Path(path_type=Path))
+@click.option("--data-root", type=click.Path(path_type=Path), help="Folder the datalist's relative paths are under.")
+@click.option("--fold", "folds", type=int, multiple=True, help="Score only this fold (repeatable).")
+@click.option("--section", type=click.Choice(["training", "test"]), default="training", show_default=True)
+@click.option("--tolerance-mm", type=float, default=2.0, show_default=True, help="NSD tolerance.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write per-case scores as JSON.")
+def evaluate(model, datalist_path, data_root, folds, section, tolerance_mm, json_path) -> None:
+    """Score MODEL (a package folder, or a model id in the models folder) on the labelled cases of DATALIST (an
+    MSD-style dataset.json; images NIfTI or DICOM, label maps NIfTI): per-structure Dice, NSD and HD95."""
+    from twin_imaging.datalist import read_datalist
+    from twin_imaging.evaluation.evaluate import evaluate_package, format_summary_table
+    from twin_imaging.models.package import load_model_package
+    from twin_imaging.settings import get_settings
+
+    model_path = Path(model)
+    package = load_model_package(model_path if model_path.exists() else get_settings().models_dir / model)
+    datalist = read_datalist(datalist_path, data_root=data_root)
+
+    def report(case_id: str, scores) -> None:
+        dice = ", ".join(f"{name} {s.dice:.3f}" for name, s in scores.items() if s.reference_present)
+        click.echo(f"{case_id}: Dice {dice or '(no reference structures)'}", err=True)
+
+    result = evaluate_package(
+        package, datalist, folds=list(folds) or None, section=section, tolerance_mm=tolerance_mm, on_case=report
+    )
+    click.echo(
+        f"model {package.card.model_id} {package.card.version} on {datalist.name}, "
+        f"{len(result.case_ids)} case(s) ({section}, folds {list(folds) or 'all'}); reference: {datalist.reference}"
+    )
+    click.echo(format_summary_table(result.summary, tolerance_mm=tolerance_mm))
+    if json_path:
+        document = {
+            "model_id": package.card.model_id,
+            "model_version": package.card.version,
+            "dataset": datalist.name,
+            "folds": list(folds) or None,
+            "section": section,
+            "nsd_tolerance_mm": tolerance_mm,
+            "summary": result.summary,
+            "per_case": {
+                case: {name: _score_json(score) for name, score in scores.items()}
+                for case, scores in result.per_case.items()
+            },
+        }
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
+def _score_json(score) -> dict:
+    def finite(value: float) -> float | None:
+        return float(value) if np.isfinite(value) else None
+
+    return {
+        "dice": finite(score.dice),
+        "nsd": finite(score.nsd),
+        "hd95_mm": finite(score.hd95_mm),
+        "reference_voxels": score.reference_voxels,
+        "predicted_voxels": score.predicted_voxels,
+    }
+
+
 def _write_phantom(out_dir: Path, geometry: PhantomGeometry, *, compression, multiframe, extra_series, seed):
     main = SeriesSpec(
         geometry=geometry, series_number=_MAIN_SERIES_NUMBER, compression=compression, multiframe=multiframe

@@ -7,7 +7,9 @@
  "test": [{"image": "imagesTs/b.nii.gz"}]}
 ```
 Images are NIfTI files or DICOM folders/zips; label maps are NIfTI on the image's grid (resampled if not). Relative
-paths are under ``data_root`` (by default the datalist's folder). ``labels`` names the source label values; a model
+paths are under ``data_root``: by default the datalist's folder, or, where the datalist says
+``"relative_to_shared_data": true``, the shared data folder (settings.shared_data_dir), as the project's own
+datalists over ``../shared/data`` do. ``labels`` names the source label values; a model
 maps them to its own structures by name, or by an explicit mapping (source value → structure name).
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from twin_imaging.errors import InputError
+from twin_imaging.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,12 @@ def read_datalist(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
         raise InputError(f"{path.name} is not a readable JSON datalist: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("training", []), list):
         raise InputError(f"{path.name}: a datalist is a JSON object with a 'training' list")
-    root = Path(data_root) if data_root is not None else path.parent
+    if data_root is not None:
+        root = Path(data_root)
+    elif document.get("relative_to_shared_data"):
+        root = get_settings().shared_data_dir
+    else:
+        root = path.parent
     try:
         label_names = {int(k): str(v) for k, v in document.get("labels", {}).items() if int(k) != 0}
     except (TypeError, ValueError):

@@ -15,3 +15,7 @@ class DicomInputError(InputError):
 
 class NiftiInputError(InputError):
     """A NIfTI input was refused (unreadable, not 3D, a singular affine)."""
+
+
+class ModelError(TwinImagingError):
+    """A model package cannot be loaded or run."""

@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     zip_max_members: int = Field(default=100_000, ge=1)
     zip_max_uncompressed_bytes: int = Field(default=16 * 1024**3, ge=1)
 
+    # Network execution (ONNX Runtime)
+    onnx_providers: str = Field(
+        default="auto",
+        description='"auto" (TensorRT, CUDA where available, then CPU) or a comma list of ONNX Runtime provider names',
+    )
+    onnx_threads: int | None = Field(default=None, ge=1, description="intra-op threads; None = ONNX Runtime's default")
+
+    # Model packages (a folder per model: card.json + ONNX)
+    models_dir: Path = Field(default=_REPO_ROOT / "models", description="folder holding one folder per model package")
+    default_segmentation_model: str = Field(
+        default="abdomen_ct_organs", description="model id (package folder) used when none is named"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -26,7 +26,12 @@ def render_markdown_card(card: ModelCard) -> str:
     ]
     if card.out_of_scope:
         lines += ["Out of scope:", "", *[f"- {item}" for item in card.out_of_scope], ""]
-    lines += ["## Structures", "", "| label | structure | SNOMED CT | colour | post-processing |", "|---|---|---|---|---|"]
+    lines += [
+        "## Structures",
+        "",
+        "| label | structure | SNOMED CT | colour | post-processing |",
+        "|---|---|---|---|---|",
+    ]
     for s in card.structures:
         code = f"{s.type.value} {s.type.meaning}" + (f" ({s.type_modifier.meaning})" if s.type_modifier else "")
         post = "largest component" if s.keep_largest_component else ""
@@ -61,8 +66,10 @@ def render_markdown_card(card: ModelCard) -> str:
     for d in t.data:
         lines.append(f"- **{d.name}** ({d.n_cases} case(s); licence {d.licence}): {d.description}. Labels: {d.labels}.")
     lines += [
-        f"- Recipe: `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; {t.max_steps} steps, seed {t.seed}.",
-        f"- Trained in {t.duration_s / 60:.1f} min on {t.hardware}" + (f", code {t.code_version}." if t.code_version else "."),
+        f"- Recipe: `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; "
+        f"{t.max_steps} steps, seed {t.seed}.",
+        f"- Trained in {t.duration_s / 60:.1f} min on {t.hardware}"
+        + (f", code {t.code_version}." if t.code_version else "."),
         *[f"- {run}" for run in t.extra_runs],
         f"- ONNX: `{card.onnx.file}`, {card.onnx.size_bytes / 1e6:.1f} MB, opset {card.onnx.opset}, sha256 "
         f"`{card.onnx.sha256}`"

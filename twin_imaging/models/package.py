@@ -100,6 +100,7 @@ def _atomic_copy(source: Path, target: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(source, temporary)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -113,6 +114,7 @@ def _atomic_write(target: Path, text: str) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
