@@ -12,6 +12,7 @@ rendered from the same card data.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from twin_imaging.models.card import (
     InferenceSpec,
     ModelCard,
     OnnxFile,
+    StructureMetrics,
     TrainingRecord,
 )
 from twin_imaging.models.card_markdown import write_markdown_card
@@ -190,6 +192,34 @@ def add_evaluation(package: ModelPackage, record: EvaluationRecord) -> ModelPack
     return write_model_package(package.root, card, package.onnx_path)
 
 
+def evaluation_record_from_json(path: str | Path, *, split: str) -> EvaluationRecord:
+    """An EvaluationRecord from the JSON that ``twin-imaging evaluate --json`` writes."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    folds = document.get("folds")
+    summary = document["summary"]
+    return EvaluationRecord(
+        dataset=f"{document['dataset']} (folds {folds or 'all'})",
+        split=split,
+        reference=document.get("reference", "see the dataset"),
+        nsd_tolerance_mm=float(document.get("nsd_tolerance_mm", 2.0)),
+        n_cases=len(document.get("per_case", {})),
+        structures=tuple(
+            StructureMetrics(
+                structure=name,
+                dice=_round(values.get("dice")),
+                nsd=_round(values.get("nsd")),
+                hd95_mm=_round(values.get("hd95_mm")),
+                n_cases=int(values.get("n_cases", 0)),
+            )
+            for name, values in summary.items()
+        ),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
 def _code_version() -> str:
     try:
         return subprocess.run(
@@ -210,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-folds", type=int, nargs="*", help="folds of the datalist to score")
     parser.add_argument("--eval-split", help="how the scored cases relate to training, for the card")
     parser.add_argument("--eval-dataset", help="what the scored data is, for the card (default: the datalist name)")
+    parser.add_argument(
+        "--external-evaluation",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("JSON", "SPLIT"),
+        help="add an evaluation written by `twin-imaging evaluate --json` of another model of this recipe (e.g. a "
+        "leave-one-volume-out fold) and say what it is",
+    )
     parser.add_argument("--card-markdown", help="where to write the human card (default: model_cards/<id>.md)")
     parser.add_argument("--card-file", help="the card's words (YAML) instead of the file the training config named")
     args = parser.parse_args(argv)
@@ -239,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             reference=datalist.reference,
         )
         package = add_evaluation(package, record)
+    for json_path, split in args.external_evaluation:
+        package = add_evaluation(package, evaluation_record_from_json(json_path, split=split))
     markdown = Path(args.card_markdown) if args.card_markdown else REPO_ROOT / "model_cards" / f"{package.model_id}.md"
     write_markdown_card(package.card, markdown)
     print(f"wrote {package.root / 'card.json'} and {markdown}")

@@ -230,7 +230,9 @@ def evaluate(model, datalist_path, data_root, folds, section, tolerance_mm, json
         document = {
             "model_id": package.card.model_id,
             "model_version": package.card.version,
+            "onnx_sha256": package.card.onnx.sha256,
             "dataset": datalist.name,
+            "reference": datalist.reference,
             "folds": list(folds) or None,
             "section": section,
             "nsd_tolerance_mm": tolerance_mm,

@@ -62,6 +62,8 @@ def read_datalist(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
         raise InputError(f"{path.name} is not a readable JSON datalist: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("training", []), list):
         raise InputError(f"{path.name}: a datalist is a JSON object with a 'training' list")
+    if not isinstance(document.get("test", []), list):
+        raise InputError(f"{path.name}: 'test' must be a list of cases")
     if data_root is not None:
         root = Path(data_root)
     elif document.get("relative_to_shared_data"):
@@ -69,7 +71,7 @@ def read_datalist(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
     else:
         root = path.parent
     try:
-        label_names = {int(k): str(v) for k, v in document.get("labels", {}).items() if int(k) != 0}
+        label_names = {int(k): str(v) for k, v in dict(document.get("labels", {})).items() if int(k) != 0}
     except (TypeError, ValueError):
         raise InputError(f"{path.name}: 'labels' must map integer values to names") from None
     sections = {}
@@ -108,22 +110,30 @@ def label_lookup(
     lookup = np.zeros(256, dtype=np.uint8)
     model_label = {name: index for index, name in enumerate(structures, start=1)}
     for value, name in pairs.items():
-        if not 0 <= int(value) <= 255:
+        try:
+            source = int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"source label {value!r} is not an integer") from None
+        if not 0 <= source <= 255:
             raise InputError(f"source label {value} is outside 0..255")
-        lookup[int(value)] = model_label.get(name, 0)
+        lookup[source] = model_label.get(name, 0)
     return lookup
 
 
 def _case(entry: object, root: Path, *, where: str) -> DatalistCase:
     if isinstance(entry, str):
         entry = {"image": entry}
-    if not isinstance(entry, dict) or "image" not in entry:
-        raise InputError(f"{where}: each case needs an 'image'")
+    if not isinstance(entry, dict) or not entry.get("image") or not isinstance(entry["image"], str):
+        raise InputError(f"{where}: each case needs an 'image' path")
+    if entry.get("label") is not None and not isinstance(entry["label"], str):
+        raise InputError(f"{where}: 'label' must be a path")
     image = root / entry["image"]
     label = root / entry["label"] if entry.get("label") else None
     for file in (image, label):
         if file is not None and not file.exists():
             raise InputError(f"{where}: {file} does not exist")
     fold = entry.get("fold")
+    if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)):
+        raise InputError(f"{where}: 'fold' must be an integer, got {fold!r}")
     case_id = str(entry.get("case_id") or Path(entry["image"]).name.split(".")[0])
     return DatalistCase(case_id=case_id, image=image, label=label, fold=int(fold) if fold is not None else None)

@@ -93,6 +93,12 @@ class Segmenter:
         )
 
 
-def segment_volume(volume: Volume, package: ModelPackage, **options) -> SegmentationResult:
-    """One-off segmentation; build a ``Segmenter`` once to segment many volumes."""
-    return Segmenter(package, **options).segment(volume)
+def segment_volume(
+    volume: Volume,
+    package: ModelPackage,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> SegmentationResult:
+    """One-off segmentation (``options`` go to ``Segmenter``); build a ``Segmenter`` once to segment many volumes."""
+    return Segmenter(package, **options).segment(volume, progress=progress)

@@ -31,7 +31,7 @@ class StructureSpec(_Strict):
     """One output class of a segmentation model."""
 
     label: int = Field(ge=1, le=255, description="value in the label map (0 is background)")
-    name: str = Field(pattern=r"^[a-z0-9_]+$", description="snake_case name, e.g. kidney_left")
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="a structure-table name, e.g. kidney_left, vertebrae_L1")
     category: CodedConcept
     type: CodedConcept
     type_modifier: CodedConcept | None = None

@@ -53,8 +53,7 @@ def load_model_package(path: str | os.PathLike, *, verify: bool = True) -> Model
     try:
         card = ModelCard.model_validate_json(card_path.read_bytes())
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise ModelError(f"{card_path} is not a valid model card: {problems}") from None
+        raise ModelError(f"{card_path} is not a valid model card: {_summarise(exc)}") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{card_path} cannot be read: {exc}") from None
     package = ModelPackage(card_path.parent, card)
@@ -91,6 +90,15 @@ def default_segmentation_package() -> ModelPackage:
     """The shipped organ segmentation model (settings: models_dir / default_segmentation_model)."""
     settings = get_settings()
     return load_model_package(settings.models_dir / settings.default_segmentation_model)
+
+
+def _summarise(exc: ValidationError, *, limit: int = 5) -> str:
+    """The first few problems of a validation error on one line, each as ``field.path: message``."""
+    errors = exc.errors()
+    problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in errors[:limit]]
+    if len(errors) > limit:
+        problems.append(f"and {len(errors) - limit} more")
+    return "; ".join(problems)
 
 
 def _atomic_copy(source: Path, target: Path) -> None:

@@ -1,4 +1,5 @@
-"""Synthetic fixtures shared by every layer's tests: an analytic abdominal CT phantom and its DICOM study."""
+"""Synthetic fixtures shared by every layer's tests: an analytic abdominal CT phantom, its DICOM study, and a tiny
+threshold-segmenter model package."""
 
 from twin_imaging.testing.phantom import (
     PHANTOM_LABELS,
@@ -23,6 +24,7 @@ from twin_imaging.testing.phantom_dicom import (
     phantom_datasets,
     write_phantom_study,
 )
+from twin_imaging.testing.tiny_model import threshold_labels, write_threshold_model_package
 
 __all__ = [
     "PHANTOM_LABELS",
@@ -43,5 +45,7 @@ __all__ = [
     "make_phantom",
     "phantom_datasets",
     "project_phantom",
+    "threshold_labels",
     "write_phantom_study",
+    "write_threshold_model_package",
 ]

@@ -1,0 +1,112 @@
+"""Structure codes: the TotalSegmentator SNOMED table, the built-in subset, and StructureSpecs built from them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_file
+from twin_imaging.models.card import CodedConcept, StructureSpec
+from twin_imaging.models.structures import BUILTIN_STRUCTURES, read_structure_table, structure_specs
+
+MAPPING_CSV = "totalsegmentator/totalsegmentator_snomed_mapping.csv"
+LEFT = CodedConcept(value="7771000", scheme="SCT", meaning="Left")
+RIGHT = CodedConcept(value="24028007", scheme="SCT", meaning="Right")
+
+# a small table in the same layout as TotalSegmentator's, for tests that must not depend on the shared data
+HEADER = (
+    "Structure,"
+    "SegmentedPropertyCategoryCodeSequence.CodingSchemeDesignator,SegmentedPropertyCategoryCodeSequence.CodeValue,"
+    "SegmentedPropertyCategoryCodeSequence.CodeMeaning,"
+    "SegmentedPropertyTypeCodeSequence.CodingSchemeDesignator,SegmentedPropertyTypeCodeSequence.CodeValue,"
+    "SegmentedPropertyTypeCodeSequence.CodeMeaning,"
+    "SegmentedPropertyTypeModifierCodeSequence.CodingSchemeDesignator,"
+    "SegmentedPropertyTypeModifierCodeSequence.CodeValue,SegmentedPropertyTypeModifierCodeSequence.CodeMeaning,"
+    "DicomRGBColor"
+)
+ROWS = [
+    'liver,SCT,123037004,Anatomical Structure,SCT,10200004,Liver,,,,"40,140,40"',
+    'kidney_left,SCT,123037004,Anatomical Structure,SCT,64033007,Kidney,SCT,7771000,Left,"46,138,184"',
+    ' spleen ,SCT,123037004,Anatomical Structure, SCT , 78961009 , Spleen ,,,,"50,170,60"',
+]
+
+
+@pytest.fixture
+def small_table(tmp_path: Path) -> Path:
+    path = tmp_path / "mapping.csv"
+    path.write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_small_table_parses_codes_modifiers_and_colours(small_table):
+    table = read_structure_table(small_table)
+
+    assert list(table) == ["liver", "kidney_left", "spleen"]
+    assert table["liver"]["type"] == CodedConcept(value="10200004", scheme="SCT", meaning="Liver")
+    assert table["liver"]["category"].meaning == "Anatomical Structure"
+    assert table["liver"]["type_modifier"] is None
+    assert table["liver"]["color_rgb"] == (40, 140, 40)
+    assert table["kidney_left"]["type_modifier"] == LEFT
+    # surrounding spaces are stripped
+    assert table["spleen"]["type"] == CodedConcept(value="78961009", scheme="SCT", meaning="Spleen")
+
+
+def test_totalsegmentator_table_agrees_with_builtin_structures(shared_data):
+    table = read_structure_table(shared_file(shared_data, MAPPING_CSV))
+
+    assert len(table) > 100
+    for name, builtin in BUILTIN_STRUCTURES.items():
+        assert table[name] == builtin, name
+    assert table["kidney_left"]["type_modifier"] == LEFT
+    assert table["kidney_right"]["type_modifier"] == RIGHT
+    assert table["liver"]["type_modifier"] is None
+
+
+def test_totalsegmentator_table_rows_are_valid_specs(shared_data):
+    table = read_structure_table(shared_file(shared_data, MAPPING_CSV))
+    # card names are lower snake_case; the table's vertebrae_C1 … vertebrae_S1 are not (a model using them renames)
+    names = [name for name in table if re.fullmatch(r"[a-z0-9_]+", name)]
+
+    specs = structure_specs(names, table)
+
+    assert len(specs) == len(names) > 100
+    assert all(isinstance(s, StructureSpec) and len(s.color_rgb) == 3 for s in specs)
+    assert all(s.category is not None and s.type is not None for s in specs)
+
+
+def test_builtin_left_and_right_kidneys_differ_only_in_modifier_and_colour():
+    left, right = BUILTIN_STRUCTURES["kidney_left"], BUILTIN_STRUCTURES["kidney_right"]
+
+    assert left["type"] == right["type"]
+    assert (left["type_modifier"], right["type_modifier"]) == (LEFT, RIGHT)
+    assert left["color_rgb"] != right["color_rgb"]
+
+
+def test_structure_specs_label_in_order_and_keep_largest_component():
+    names = ["spleen", "liver", "kidney_left", "aorta"]
+
+    specs = structure_specs(names, BUILTIN_STRUCTURES, keep_largest_component=["liver", "aorta"])
+
+    assert [(s.label, s.name) for s in specs] == [(1, "spleen"), (2, "liver"), (3, "kidney_left"), (4, "aorta")]
+    assert [s.keep_largest_component for s in specs] == [False, True, False, True]
+    assert specs[2].type_modifier == LEFT
+    assert specs[1].type.value == "10200004"
+    assert specs[0].color_rgb == BUILTIN_STRUCTURES["spleen"]["color_rgb"]
+
+
+def test_structure_specs_accept_any_iterable_of_names():
+    specs = structure_specs(iter(["liver", "spleen"]), BUILTIN_STRUCTURES, keep_largest_component=iter(["spleen"]))
+
+    assert [(s.label, s.name, s.keep_largest_component) for s in specs] == [(1, "liver", False), (2, "spleen", True)]
+
+
+def test_structure_specs_refuse_unknown_names():
+    with pytest.raises(KeyError, match="'brain'"):
+        structure_specs(["liver", "brain"], BUILTIN_STRUCTURES)
+
+
+def test_structure_specs_refuse_keep_largest_component_for_structures_not_in_the_model():
+    with pytest.raises(KeyError, match=r"lacks.*'spleen'"):
+        structure_specs(["liver"], BUILTIN_STRUCTURES, keep_largest_component=["liver", "spleen"])

@@ -1,0 +1,69 @@
+"""The training data path: label mapping, deterministic preprocessing shared with serving, balanced patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("monai")
+
+from training.data import PatchDataset, case_weights, phantom_case, prepare_case, preprocessing_spec
+from twin_imaging.datalist import label_lookup
+from twin_imaging.testing import PHANTOM_LABELS, PhantomGeometry, make_phantom
+from twin_imaging.transforms import preprocess_image
+
+STRUCTURES = ["liver", "spleen", "kidney_right", "kidney_left", "aorta"]
+SPEC = preprocessing_spec((4.0, 4.0, 4.0), (-200.0, 300.0))
+
+
+def test_a_prepared_case_is_exactly_what_serving_preprocessing_gives():
+    phantom = make_phantom(PhantomGeometry(shape=(96, 80, 30), spacing_mm=(2.0, 2.0, 5.0)), seed=1)
+    lookup = label_lookup(PHANTOM_LABELS, STRUCTURES)
+    case = prepare_case("p", phantom.image, phantom.labels, lookup, SPEC, "phantom")
+    served = preprocess_image(phantom.image, SPEC)
+    assert np.array_equal(case.image, served.array)
+    assert case.labels.shape == case.image.shape and case.labels.dtype == np.uint8
+    # mapped by name: vertebrae, muscle and fat are not model structures and become background
+    assert set(np.unique(case.labels)) <= set(range(len(STRUCTURES) + 1))
+    assert {1, 2, 3, 4, 5} <= set(np.unique(case.labels))
+
+
+def test_labels_on_another_grid_are_resampled_onto_the_image():
+    phantom = make_phantom(PhantomGeometry(shape=(96, 80, 30), spacing_mm=(2.0, 2.0, 5.0)), seed=1)
+    coarse = make_phantom(PhantomGeometry(shape=(48, 40, 15), spacing_mm=(4.0, 4.0, 10.0)), seed=1)
+    lookup = label_lookup(PHANTOM_LABELS, STRUCTURES)
+    on_grid = prepare_case("a", phantom.image, phantom.labels, lookup, SPEC, "phantom")
+    off_grid = prepare_case("b", phantom.image, coarse.labels, lookup, SPEC, "phantom")
+    liver_a, liver_b = on_grid.labels == 1, off_grid.labels == 1
+    dice = 2 * (liver_a & liver_b).sum() / (liver_a.sum() + liver_b.sum())
+    assert dice > 0.9
+
+
+def test_phantom_cases_vary_but_are_reproducible():
+    a = phantom_case(0, seed=5, spec=SPEC, structures=STRUCTURES)
+    b = phantom_case(0, seed=5, spec=SPEC, structures=STRUCTURES)
+    c = phantom_case(1, seed=5, spec=SPEC, structures=STRUCTURES)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    assert a.image.shape != c.image.shape or not np.array_equal(a.labels, c.labels)
+
+
+def test_patches_have_the_patch_size_and_every_class_is_sampled():
+    cases = [phantom_case(i, seed=0, spec=SPEC, structures=STRUCTURES) for i in range(2)]
+    dataset = PatchDataset(cases, patch_size=(32, 32, 16), num_classes=6, samples_per_epoch=60, augment=True)
+    dataset.transform.set_random_state(seed=0)
+    centre_classes = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        assert sample["image"].shape == (1, 32, 32, 16) and sample["label"].shape == (1, 32, 32, 16)
+        centre_classes.append(int(sample["label"][0, 16, 16, 8]))
+    counts = np.bincount(centre_classes, minlength=6)
+    # class-balanced crops: every structure, the small aorta included, is at the centre of some patches
+    assert (counts[1:] > 0).all(), counts
+
+
+def test_case_weights_give_phantoms_their_share():
+    cases = [phantom_case(0, seed=0, spec=SPEC, structures=STRUCTURES)] * 3
+    real = [type(cases[0])("r", cases[0].image, cases[0].labels, "real data")]
+    weights = case_weights(cases + real, 0.3)
+    assert np.isclose(weights[:3].sum(), 0.3) and np.isclose(weights[3], 0.7)
+    assert np.allclose(case_weights(cases + real, None), 0.25)
