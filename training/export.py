@@ -28,7 +28,7 @@ from training.module import SegmentationModule, read_card_words
 from training.networks import divisible_by
 from training.paths import REPO_ROOT
 from twin_imaging.datalist import read_datalist
-from twin_imaging.evaluation.evaluate import evaluate_package, format_summary_table
+from twin_imaging.evaluation.evaluate import evaluate_package, evaluation_record, format_summary_table
 from twin_imaging.inference.sessions import create_session, run_session
 from twin_imaging.io import read_image
 from twin_imaging.models.card import (
@@ -37,7 +37,6 @@ from twin_imaging.models.card import (
     InferenceSpec,
     ModelCard,
     OnnxFile,
-    StructureMetrics,
     TrainingRecord,
 )
 from twin_imaging.models.card_markdown import write_markdown_card
@@ -195,29 +194,14 @@ def add_evaluation(package: ModelPackage, record: EvaluationRecord) -> ModelPack
 def evaluation_record_from_json(path: str | Path, *, split: str) -> EvaluationRecord:
     """An EvaluationRecord from the JSON that ``twin-imaging evaluate --json`` writes."""
     document = json.loads(Path(path).read_text(encoding="utf-8"))
-    folds = document.get("folds")
-    summary = document["summary"]
-    return EvaluationRecord(
-        dataset=f"{document['dataset']} (folds {folds or 'all'})",
+    return evaluation_record(
+        document["summary"],
+        dataset=f"{document['dataset']} (folds {document.get('folds') or 'all'})",
         split=split,
         reference=document.get("reference", "see the dataset"),
-        nsd_tolerance_mm=float(document.get("nsd_tolerance_mm", 2.0)),
+        tolerance_mm=float(document.get("nsd_tolerance_mm", 2.0)),
         n_cases=len(document.get("per_case", {})),
-        structures=tuple(
-            StructureMetrics(
-                structure=name,
-                dice=_round(values.get("dice")),
-                nsd=_round(values.get("nsd")),
-                hd95_mm=_round(values.get("hd95_mm")),
-                n_cases=int(values.get("n_cases", 0)),
-            )
-            for name, values in summary.items()
-        ),
     )
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
 
 
 def _code_version() -> str:

@@ -33,23 +33,37 @@ class EvaluationResult:
 
     def to_record(self, *, dataset: str, split: str, reference: str) -> EvaluationRecord:
         """The card's form of this result."""
-        return EvaluationRecord(
+        return evaluation_record(
+            self.summary,
             dataset=dataset,
             split=split,
             reference=reference,
-            nsd_tolerance_mm=self.tolerance_mm,
+            tolerance_mm=self.tolerance_mm,
             n_cases=len(self.case_ids),
-            structures=tuple(
-                StructureMetrics(
-                    structure=name,
-                    dice=_rounded(values.get("dice")),
-                    nsd=_rounded(values.get("nsd")),
-                    hd95_mm=_rounded(values.get("hd95_mm")),
-                    n_cases=int(values.get("n_cases", 0)),
-                )
-                for name, values in self.summary.items()
-            ),
         )
+
+
+def evaluation_record(
+    summary: Mapping[str, Mapping], *, dataset: str, split: str, reference: str, tolerance_mm: float, n_cases: int
+) -> EvaluationRecord:
+    """An EvaluationRecord for a model card from a ``summarize_scores`` summary (metrics rounded to 4 digits)."""
+    return EvaluationRecord(
+        dataset=dataset,
+        split=split,
+        reference=reference,
+        nsd_tolerance_mm=tolerance_mm,
+        n_cases=n_cases,
+        structures=tuple(
+            StructureMetrics(
+                structure=name,
+                dice=_rounded(values.get("dice")),
+                nsd=_rounded(values.get("nsd")),
+                hd95_mm=_rounded(values.get("hd95_mm")),
+                n_cases=int(values.get("n_cases", 0)),
+            )
+            for name, values in summary.items()
+        ),
+    )
 
 
 def evaluate_package(
