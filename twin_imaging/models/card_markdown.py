@@ -15,7 +15,8 @@ def render_markdown_card(card: ModelCard) -> str:
         "",
         f"`{card.model_id}` version {card.version} · {card.modality} {card.task} · created {card.created:%Y-%m-%d}",
         "",
-        "> Generated from the package's `card.json` by `training/export.py`; edit the training config, not this file.",
+        "> Generated from the package's `card.json` by `training/export.py`; to change the words, edit "
+        f"`training/cards/{card.model_id}.yaml` and re-export, never this file.",
         "",
         card.description,
         "",

@@ -24,6 +24,7 @@ from twin_imaging.testing.phantom_dicom import (
     phantom_datasets,
     write_phantom_study,
 )
+from twin_imaging.testing.real_series import copy_series_with_uids
 from twin_imaging.testing.tiny_model import threshold_labels, write_threshold_model_package
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SeriesSpec",
     "Structure",
     "StudySpec",
+    "copy_series_with_uids",
     "iter_phantom_slices",
     "localizer_geometries",
     "make_phantom",

@@ -1,0 +1,172 @@
+"""Structure measurements as a DICOM SR measurement report (TID 1500), with highdicom, referencing the SEG.
+
+sr = write_measurement_report(seg, measurements, source_headers, card)
+
+A Comprehensive 3D SR document holding:
+- observer context: the model as a device (name = model id, model name = "id version", a UID derived from both);
+- procedure reported: CT of abdomen (SNOMED CT 169070004), or "MRI unspecified body region" for an MR model;
+- one TID 1411 volumetric ROI group per segment of the SEG: tracking identifier = the structure name, finding
+  category/type (and laterality as finding site) = the card's SNOMED codes, the referenced segment (SEG instance +
+  segment number, with the source series), the algorithm (model id, version), and the measurements:
+  Volume (SCT 118565006, mL); attenuation coefficient (DCM 112031, HU) with derivation Mean (SCT 373098007) and
+  Standard Deviation (SCT 386136009); Diameter (SCT 81827009, mm) with derivation Maximum (SCT 56851009).
+The SEG and the source images are its evidence, so the SR takes the patient and study of the source.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from twin_imaging.measure import StructureMeasurement
+from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
+
+CT_OF_ABDOMEN = hd.sr.CodedConcept("169070004", "SCT", "Computed tomography of abdomen")
+MILLILITER = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
+ATTENUATION_COEFFICIENT = hd.sr.CodedConcept("112031", "DCM", "Attenuation Coefficient")
+DIAMETER = hd.sr.CodedConcept("81827009", "SCT", "Diameter")
+
+
+def write_measurement_report(
+    seg: Dataset,
+    measurements: Sequence[StructureMeasurement],
+    source_headers: Sequence[Dataset],
+    card: ModelCard,
+    *,
+    series_number: int = 901,
+    instance_number: int = 1,
+    manufacturer: str = "twin-imaging",
+) -> Dataset:
+    """A TID 1500 measurement report of ``measurements``, one group per segment of ``seg`` (matched by name).
+
+    Every segment of the SEG needs a measurement; a measurement of a structure the SEG lacks is an error unless it
+    counts no voxels (an empty structure, omitted from the SEG), in which case it is left out.
+    """
+    if not source_headers:
+        raise ValueError("the measurement report needs the source images' headers")
+    study_uid = str(source_headers[0].StudyInstanceUID)
+    if str(seg.StudyInstanceUID) != study_uid:
+        raise ValueError(f"the SEG belongs to study {seg.StudyInstanceUID}, the source images to {study_uid}")
+    source_series_uid = str(source_headers[0].SeriesInstanceUID)
+    segment_numbers = {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
+    by_name = _measurements_by_segment(measurements, segment_numbers)
+
+    algorithm = hd.sr.AlgorithmIdentification(name=card.model_id, version=card.version)
+    groups = []
+    for name, number in sorted(segment_numbers.items(), key=lambda item: item[1]):
+        try:
+            spec = card.structure(name)
+        except KeyError:
+            raise ValueError(f"SEG segment {number} ({name!r}) is not a structure of model {card.model_id}") from None
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=name),
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=seg.SOPClassUID,
+                    sop_instance_uid=seg.SOPInstanceUID,
+                    segment_number=number,
+                    source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
+                ),
+                finding_category=_coded(spec.category),
+                finding_type=_coded(spec.type),
+                finding_sites=_finding_sites(spec),
+                algorithm_id=algorithm,
+                measurements=_measurements(by_name[name], ct=card.modality == "CT"),
+            )
+        )
+
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=["twin-imaging model", card.model_id, card.version]),
+        name=card.model_id,
+        manufacturer_name=manufacturer,
+        model_name=f"{card.model_id} {card.version}",
+    )
+    observation_context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    procedure = CT_OF_ABDOMEN if card.modality == "CT" else codes.cid100.MRIUnspecifiedBodyRegion
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=groups
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[seg, *source_headers],
+        content=report[0],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=instance_number,
+        manufacturer=manufacturer,
+        is_complete=True,
+        series_description=f"Measurements {card.model_id} {card.version}"[:64],
+    )
+
+
+def _measurements_by_segment(
+    measurements: Sequence[StructureMeasurement], segment_numbers: dict[str, int]
+) -> dict[str, StructureMeasurement]:
+    by_name: dict[str, StructureMeasurement] = {}
+    for measurement in measurements:
+        if measurement.name in by_name:
+            raise ValueError(f"two measurements of {measurement.name!r}")
+        if measurement.name not in segment_numbers:
+            if measurement.voxel_count == 0:
+                continue
+            raise ValueError(
+                f"{measurement.name!r} was measured ({measurement.voxel_count} voxels) but the SEG has no such segment"
+            )
+        by_name[measurement.name] = measurement
+    missing = sorted(set(segment_numbers) - set(by_name))
+    if missing:
+        raise ValueError(f"no measurements for the SEG segments {missing}")
+    return by_name
+
+
+def _measurements(measurement: StructureMeasurement, *, ct: bool) -> list[hd.sr.Measurement]:
+    out = [hd.sr.Measurement(name=codes.SCT.Volume, value=_finite(measurement.volume_ml), unit=MILLILITER)]
+    if ct:
+        for value, derivation in (
+            (measurement.hu_mean, codes.SCT.Mean),
+            (measurement.hu_std, codes.SCT.StandardDeviation),
+        ):
+            if value is not None:
+                out.append(
+                    hd.sr.Measurement(
+                        name=ATTENUATION_COEFFICIENT,
+                        value=_finite(value),
+                        unit=codes.UCUM.HounsfieldUnit,
+                        derivation=derivation,
+                    )
+                )
+    out.append(
+        hd.sr.Measurement(
+            name=DIAMETER,
+            value=_finite(measurement.max_diameter_mm),
+            unit=codes.UCUM.Millimeter,
+            derivation=codes.SCT.Maximum,
+        )
+    )
+    return out
+
+
+def _finding_sites(spec: StructureSpec) -> list[hd.sr.FindingSite] | None:
+    if spec.type_modifier is None:
+        return None
+    return [hd.sr.FindingSite(anatomic_location=_coded(spec.type), laterality=_coded(spec.type_modifier))]
+
+
+def _coded(concept: CodedConcept) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value=concept.value, scheme_designator=concept.scheme, meaning=concept.meaning)
+
+
+def _finite(value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"a measurement value must be finite, got {value}")
+    return value
