@@ -30,16 +30,19 @@ def invoke(*args: str):
     return result
 
 
-def test_demo_writes_a_study_and_a_nifti_equal_to_the_phantom(tmp_path):
+def test_demo_analyses_the_phantom_study_and_keeps_its_exact_labels(tmp_path):
     result = invoke("demo", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "CHOSEN: best of 2 usable series: most slices" in result.output
+    assert "| liver |" in result.output
     truth = make_phantom()  # the demo's default geometry and seed
-    image = nib.load(tmp_path / "phantom_ct.nii.gz")
     labels = nib.load(tmp_path / "phantom_labels.nii.gz")
-    assert np.array_equal(np.asanyarray(image.dataobj), truth.image.array)
     assert np.array_equal(np.asanyarray(labels.dataobj), truth.labels.array)
-    assert np.allclose(image.affine, truth.image.affine_ras, atol=1e-4)
+    analysed = nib.load(tmp_path / "analysis" / "labels.nii.gz")
+    assert analysed.shape == truth.image.shape
+    assert np.allclose(analysed.affine, truth.image.affine_ras, atol=1e-4)
+    for name in ("seg.dcm", "sr.dcm", "results.json", "overlay_axial.png"):
+        assert (tmp_path / "analysis" / name).is_file()
     assert len(list((tmp_path / "phantom_study").iterdir())) == 2 + 80 + 40  # localizer, thin, thick
     # Running it again replaces the study rather than mixing two.
     assert invoke("demo", "--out", str(tmp_path)).exit_code == 0

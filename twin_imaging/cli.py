@@ -11,6 +11,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import numpy as np
@@ -167,6 +168,90 @@ def phantom(out_dir: Path, shape, spacing, orientation, compression, multiframe,
 
 
 @cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
+@click.option(
+    "--model", "model", metavar="MODEL", help="Model package folder or id (default: the shipped organ model)."
+)
+@click.option("--series", "series_uid", metavar="UID", help="Analyse this SeriesInstanceUID instead of choosing.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
+def analyze(input_path: Path, out_dir: Path, model: str | None, series_uid: str | None, progress: bool) -> None:
+    """Segment and measure INPUT (a DICOM folder, zip or file, or a NIfTI) and write labels.nii.gz, seg.dcm and
+    sr.dcm (DICOM input), overlay_*.png and results.json into OUT."""
+    from twin_imaging.pipeline import analyze_study
+
+    package = _load_package(model) if model else None
+    with _ProgressBar(enabled=progress and sys.stderr.isatty()) as bar:
+        result = analyze_study(input_path, out_dir, package=package, series_instance_uid=series_uid, progress=bar)
+    document = result.document
+    click.echo(
+        f"series: {document.input.series_description or document.input.path} "
+        f"({document.input.shape[0]} x {document.input.shape[1]} x {document.input.shape[2]}, "
+        f"{' x '.join(f'{s:g}' for s in document.input.spacing_mm)} mm)"
+    )
+    click.echo(f"model: {document.model.model_id} {document.model.version} on {', '.join(document.model.providers)}")
+    click.echo("| structure | volume (mL) | mean HU | max diameter (mm) |")
+    click.echo("|---|---|---|---|")
+    for s in document.structures:
+        hu = "n/a" if s.hu_mean is None else f"{s.hu_mean:.1f}"
+        click.echo(f"| {s.name} | {s.volume_ml:.1f} | {hu} | {s.max_diameter_mm:.1f} |")
+    if document.structures_not_found:
+        click.echo(f"not found: {', '.join(document.structures_not_found)}")
+    click.echo(f"outputs in {out_dir}/: " + ", ".join(o.file for o in document.outputs) + ", results.json")
+    click.echo("Research use only: the model is not validated for clinical use (see its model card).")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of results.json (twin-imaging/analysis-result)."""
+    from twin_imaging.results import AnalysisDocument
+
+    click.echo(json.dumps(AnalysisDocument.model_json_schema(by_alias=True), indent=2))
+
+
+def _load_package(model: str):
+    from twin_imaging.models.package import load_model_package
+    from twin_imaging.settings import get_settings
+
+    path = Path(model)
+    return load_model_package(path if path.exists() else get_settings().models_dir / model)
+
+
+class _ProgressBar:
+    """A tqdm bar over the analysis stages; the segmentation stage advances window by window."""
+
+    # Share of the bar per stage, and where each starts (per cent).
+    _WEIGHTS: ClassVar[dict[str, int]] = {"read": 10, "segment": 70, "measure": 5, "write": 15}
+    _STARTS: ClassVar[dict[str, int]] = {"read": 0, "segment": 10, "measure": 80, "write": 85, "done": 100}
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=100, unit="%", bar_format="{desc:<10} {percentage:3.0f}%|{bar}| {elapsed}", leave=False
+            )
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        position = self._STARTS.get(stage, 0) + self._WEIGHTS.get(stage, 0) * (done / max(total, 1))
+        self.bar.set_description_str(stage)
+        self.bar.update(max(0.0, position - self.bar.n))
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@cli.command()
 @click.option(
     "--out",
     "out_dir",
@@ -177,7 +262,8 @@ def phantom(out_dir: Path, shape, spacing, orientation, compression, multiframe,
 )
 @click.pass_context
 def demo(ctx: click.Context, out_dir: Path) -> None:
-    """The main job on the default input: write the phantom CT study, inspect it, convert the chosen series."""
+    """The main job on the default input: write the phantom CT study (a localizer, a thick and a thin series), show
+    which series is chosen and why, and analyse it with the shipped model into OUT/analysis."""
     study_dir = out_dir / "phantom_study"
     if study_dir.exists():
         shutil.rmtree(study_dir)
@@ -185,10 +271,11 @@ def demo(ctx: click.Context, out_dir: Path) -> None:
     click.echo(f"wrote the phantom CT study to {study_dir}\n")
     ctx.invoke(inspect, input_path=study_dir, series_uid=None, as_json=False)
     click.echo("")
-    ctx.invoke(convert, input_path=study_dir, output_path=out_dir / "phantom_ct.nii.gz", series_uid=None)
     write_nifti(study.series_by_number(_MAIN_SERIES_NUMBER).phantom.labels, out_dir / "phantom_labels.nii.gz")
-    click.echo(f"wrote the phantom's exact labels to {out_dir / 'phantom_labels.nii.gz'}")
-    click.echo(f"\noutputs in {out_dir}/: phantom_study/ (DICOM), phantom_ct.nii.gz, phantom_labels.nii.gz")
+    ctx.invoke(analyze, input_path=study_dir, out_dir=out_dir / "analysis", model=None, series_uid=None, progress=True)
+    click.echo(
+        f"the phantom's exact labels, to compare with analysis/labels.nii.gz: {out_dir / 'phantom_labels.nii.gz'}"
+    )
 
 
 _MAIN_SERIES_NUMBER = 2
@@ -207,11 +294,8 @@ def evaluate(model, datalist_path, data_root, folds, section, tolerance_mm, json
     MSD-style dataset.json; images NIfTI or DICOM, label maps NIfTI): per-structure Dice, NSD and HD95."""
     from twin_imaging.datalist import read_datalist
     from twin_imaging.evaluation.evaluate import evaluate_package, format_summary_table
-    from twin_imaging.models.package import load_model_package
-    from twin_imaging.settings import get_settings
 
-    model_path = Path(model)
-    package = load_model_package(model_path if model_path.exists() else get_settings().models_dir / model)
+    package = _load_package(model)
     datalist = read_datalist(datalist_path, data_root=data_root)
 
     def report(case_id: str, scores) -> None:

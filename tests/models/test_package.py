@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.models.test_card import make_card
+from twin_imaging import files as files_module
 from twin_imaging.errors import ModelError
-from twin_imaging.models import package as package_module
 from twin_imaging.models.package import (
     CARD_FILE,
     default_segmentation_package,
@@ -94,7 +94,7 @@ def test_a_failed_write_leaves_the_old_package_and_no_temp_files(package_dir, tm
         Path(target).write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(package_module.shutil, "copyfile", broken_copy)
+    monkeypatch.setattr(files_module.shutil, "copyfile", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         write_model_package(package_dir, make_card(version="0.2.0"), newer)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from twin_imaging.errors import NiftiInputError
+from twin_imaging.files import atomic_path
 from twin_imaging.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -57,14 +57,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
     image.header.set_xyzt_units(xyz="mm")
     if volume.label_names is not None:
         image.header.set_intent("label")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
+    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"  # nibabel compresses by the name
+    with atomic_path(path, suffix=suffix) as temporary:
         nib.save(image, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path

@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from twin_imaging.errors import ModelError
+from twin_imaging.files import copy_atomic, write_bytes_atomic
 from twin_imaging.models.card import ModelCard
 from twin_imaging.settings import get_settings
 
@@ -81,8 +80,8 @@ def write_model_package(folder: str | os.PathLike, card: ModelCard, onnx_source:
     size = Path(onnx_source).stat().st_size
     card = card.model_copy(update={"onnx": card.onnx.model_copy(update={"sha256": sha256, "size_bytes": size})})
     ModelCard.model_validate(card.model_dump())  # still valid after the update
-    _atomic_copy(Path(onnx_source), folder / onnx_name)
-    _atomic_write(folder / CARD_FILE, json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
+    copy_atomic(onnx_source, folder / onnx_name)
+    write_bytes_atomic(folder / CARD_FILE, (json.dumps(card.model_dump(mode="json"), indent=2) + "\n").encode())
     return load_model_package(folder)
 
 
@@ -99,31 +98,3 @@ def _summarise(exc: ValidationError, *, limit: int = 5) -> str:
     if len(errors) > limit:
         problems.append(f"and {len(errors) - limit} more")
     return "; ".join(problems)
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    if source.resolve() == target.resolve():
-        return
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

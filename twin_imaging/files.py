@@ -1,0 +1,45 @@
+"""Atomic file writes: a temporary name in the target's folder, then a rename, so a reader (or a crash) never leaves
+half a file under the real name. Files are readable by others (0644), as outputs meant for other tools should be."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+FILE_MODE = 0o644
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary path to write to (by any library); renamed to ``path`` when the block ends without an error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
+
+
+def copy_atomic(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    if Path(source).resolve() == Path(target).resolve():
+        return Path(target)
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
+    return Path(target)
