@@ -123,15 +123,18 @@ def analyze_study(
 
     outputs: list[OutputFile] = []
     seg = sr = None
-    with _timed(timings, "write"):
-        notify("write", 0, 1)
+    notify("write", 0, 1)
+    with _timed(timings, "write.labels_nifti"):
         labels_path = write_nifti(labels, out_dir / "labels.nii.gz")
         outputs.append(_output("labels_nifti", labels_path))
-        if study.source_headers and measurements:
+    if study.source_headers and measurements:
+        with _timed(timings, "write.dicom_seg"):
             seg = write_dicom_seg(labels, study.source_headers, card)
             outputs.append(_output("dicom_seg", _write_dicom(seg, out_dir / "seg.dcm"), seg.SOPInstanceUID))
+        with _timed(timings, "write.dicom_sr"):
             sr = write_measurement_report(seg, measurements, study.source_headers, card)
             outputs.append(_output("dicom_sr", _write_dicom(sr, out_dir / "sr.dcm"), sr.SOPInstanceUID))
+    with _timed(timings, "write.overlays"):
         overlay_structures = [OverlayStructure(s.label, s.name, tuple(s.color_rgb)) for s in card.structures]
         overlays = render_overlays(
             study.volume,
