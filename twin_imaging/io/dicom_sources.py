@@ -36,6 +36,7 @@ class DicomInstance:
     location: str  # path, "archive.zip:member" or "<dataset 3>": for messages only
     header: Dataset
     _loader: Callable[[], Dataset] = field(repr=False)
+    path: Path | None = None  # the file on disk, where there is one (lets another process read it)
 
     def load(self) -> Dataset:
         """The full dataset, pixel data included."""
@@ -111,7 +112,7 @@ def _from_files(paths: Iterable[Path], *, root: Path) -> CollectedInstances:
         if reason:
             skipped.append((location, reason))
             continue
-        instances.append(DicomInstance(location, header, lambda path=path: pydicom.dcmread(path)))
+        instances.append(DicomInstance(location, header, lambda path=path: pydicom.dcmread(path), Path(path)))
     return CollectedInstances(instances, skipped)
 
 
