@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 python="${PYTHON:-python3}"
 
-# Debian packages: the reference DICOM tools the tests compare against (dcm2niix, dciodvfy, dcmtk).
+# Debian packages: the reference DICOM tools the tests compare against (dcm2niix, dciodvfy, dcmtk), and the
+# PostgreSQL server the twin store's tests start a throwaway instance of.
 apt_packages=()
 if [[ "$extras" == *dev* ]]; then
-  apt_packages+=(dcm2niix dcmtk dicom3tools)
+  apt_packages+=(dcm2niix dcmtk dicom3tools postgresql)
 fi
 # The venv module is a separate package on Debian.
 "$python" -c "import ensurepip, venv" 2>/dev/null || apt_packages+=(python3-venv)

@@ -44,7 +44,13 @@ def require_tool(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_settings():
+def _isolated_data_dir(tmp_path_factory, monkeypatch):
+    """No test writes to the user's twin: each gets its own data folder (database and artifacts)."""
+    monkeypatch.setenv("TWIN_IMAGING_DATA_DIR", str(tmp_path_factory.mktemp("twin_data")))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(_isolated_data_dir):
     """Settings are cached per process; tests that set TWIN_IMAGING_* variables get a fresh read."""
     get_settings.cache_clear()
     yield

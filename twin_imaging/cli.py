@@ -177,14 +177,28 @@ def phantom(out_dir: Path, shape, spacing, orientation, compression, multiframe,
 )
 @click.option("--series", "series_uid", metavar="UID", help="Analyse this SeriesInstanceUID instead of choosing.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
-def analyze(input_path: Path, out_dir: Path, model: str | None, series_uid: str | None, progress: bool) -> None:
+@click.option("--twin/--no-twin", "attach", default=True, show_default=True, help="Attach the result to the twin.")
+@click.option("--db", metavar="URL", help="Twin database URL (default: settings, TWIN_IMAGING_DATABASE_URL).")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Twin database and artifacts in this folder."
+)
+@click.option("--patient", "patient_id", help="PatientID for a NIfTI input (DICOM carries its own).")
+def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_dir, patient_id) -> None:
     """Segment and measure INPUT (a DICOM folder, zip or file, or a NIfTI) and write labels.nii.gz, seg.dcm and
-    sr.dcm (DICOM input), overlay_*.png and results.json into OUT."""
+    sr.dcm (DICOM input), overlay_*.png and results.json into OUT; attach the result to the patient's twin."""
     from twin_imaging.pipeline import analyze_study
 
     package = _load_package(model) if model else None
     with _ProgressBar(enabled=progress and sys.stderr.isatty()) as bar:
         result = analyze_study(input_path, out_dir, package=package, series_instance_uid=series_uid, progress=bar)
+    attached = None
+    if attach:
+        from twin_imaging.cli_twin import actor, open_store
+
+        if result.input.report.format == "NIfTI" and not patient_id:
+            raise click.UsageError("a NIfTI input carries no patient: give --patient, or --no-twin")
+        with open_store(db, data_dir=data_dir) as store:
+            attached = store.attach_analysis(result, actor=actor(), patient_identifier=patient_id)
     document = result.document
     click.echo(
         f"series: {document.input.series_description or document.input.path} "
@@ -200,6 +214,8 @@ def analyze(input_path: Path, out_dir: Path, model: str | None, series_uid: str 
     if document.structures_not_found:
         click.echo(f"not found: {', '.join(document.structures_not_found)}")
     click.echo(f"outputs in {out_dir}/: " + ", ".join(o.file for o in document.outputs) + ", results.json")
+    if attached is not None:
+        click.echo(f"attached to the twin as analysis {attached.analysis_id} (study {attached.study_instance_uid})")
     click.echo("Research use only: the model is not validated for clinical use (see its model card).")
 
 
@@ -272,7 +288,18 @@ def demo(ctx: click.Context, out_dir: Path) -> None:
     ctx.invoke(inspect, input_path=study_dir, series_uid=None, as_json=False)
     click.echo("")
     write_nifti(study.series_by_number(_MAIN_SERIES_NUMBER).phantom.labels, out_dir / "phantom_labels.nii.gz")
-    ctx.invoke(analyze, input_path=study_dir, out_dir=out_dir / "analysis", model=None, series_uid=None, progress=True)
+    ctx.invoke(
+        analyze,
+        input_path=study_dir,
+        out_dir=out_dir / "analysis",
+        model=None,
+        series_uid=None,
+        progress=True,
+        attach=True,
+        db=None,
+        data_dir=out_dir / "twin",
+        patient_id=None,
+    )
     click.echo(
         f"the phantom's exact labels, to compare with analysis/labels.nii.gz: {out_dir / 'phantom_labels.nii.gz'}"
     )
@@ -412,6 +439,15 @@ def _configure_logging(level: int) -> None:
     log.handlers[:] = [handler]
     log.setLevel(max(level, logging.DEBUG))
     log.propagate = False
+
+
+def _register_groups() -> None:
+    from twin_imaging.cli_twin import twin
+
+    cli.add_command(twin)
+
+
+_register_groups()
 
 
 def main() -> None:

@@ -19,3 +19,19 @@ class NiftiInputError(InputError):
 
 class ModelError(TwinImagingError):
     """A model package cannot be loaded or run."""
+
+
+class TwinError(TwinImagingError):
+    """The patient twin refused a request: bad input, a conflict with what it holds, or a store it cannot use."""
+
+
+class UnknownPatientError(TwinError):
+    """No twin exists under the given patient key."""
+
+    def __init__(self, patient_key: str) -> None:
+        super().__init__(f"no patient with key {patient_key!r} in the twin store")
+        self.patient_key = patient_key
+
+
+class ArtifactError(TwinError):
+    """An artifact is missing from the artifact store, or its bytes no longer match its sha256."""

@@ -10,10 +10,11 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+_DEFAULT_DATA_DIR = Path("~/.local/share/twin-imaging").expanduser()
 
 
 class Settings(BaseSettings):
@@ -48,6 +49,40 @@ class Settings(BaseSettings):
     default_segmentation_model: str = Field(
         default="abdomen_ct_organs", description="model id (package folder) used when none is named"
     )
+
+    # The patient twin (twin_imaging.twin): database, artifacts, pseudonyms, alert rules
+    data_dir: Path = Field(default=_DEFAULT_DATA_DIR, description="the twin's home: database file and artifacts")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the twin store; empty = a SQLite file twin.sqlite3 in data_dir. "
+        "postgresql://user@host/db is read as postgresql+psycopg://",
+    )
+    artifacts_dir: Path | None = Field(
+        default=None, description="content-addressed artifact files; None = data_dir/artifacts"
+    )
+    pseudonymize_patients: bool = Field(
+        default=False, description="key patients by HMAC-SHA256(pseudonym_secret, PatientID), never the PatientID"
+    )
+    pseudonym_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of the patient pseudonyms; required when pseudonymize_patients is on"
+    )
+    alert_volume_loss_percent: float = Field(
+        default=20.0, gt=0, le=100, description="a structure losing more than this between two studies alerts"
+    )
+    test_crash_point: str | None = Field(
+        default=None,
+        description="FOR TESTS ONLY: the twin store kills its own process (SIGKILL) at this named point of an "
+        "attach (attach_before_commit, attach_after_commit) so that tests can check crash safety",
+    )
+
+    @model_validator(mode="after")
+    def _fill_twin_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'twin.sqlite3'}"
+        if self.artifacts_dir is None:
+            self.artifacts_dir = self.data_dir / "artifacts"
+        return self
 
 
 @lru_cache(maxsize=1)

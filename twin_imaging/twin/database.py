@@ -1,0 +1,101 @@
+"""Engines, sessions and migrations of the twin store: SQLite (a file, the default) or PostgreSQL, by URL.
+
+SQLite gets foreign keys ON, write-ahead logging, a busy timeout and ``BEGIN IMMEDIATE`` transactions (every store
+call writes at least an audit row, so each takes the write lock up front instead of failing on upgrade).
+PostgreSQL URLs without a driver (``postgresql://``) use psycopg 3. The schema is only ever created by the Alembic
+migrations in ``migrations/``: ``upgrade_database(url)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from twin_imaging.errors import TwinError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def database_url(url: str | URL) -> URL:
+    """``url`` parsed, with psycopg 3 as the PostgreSQL driver where none is named; TwinError if unusable."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise TwinError(f"not a database URL: {error}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise TwinError(f"the twin store runs on SQLite or PostgreSQL, not {parsed.get_backend_name()!r}")
+    return parsed
+
+
+def create_twin_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for the twin store; a SQLite file's folder is created."""
+    url = database_url(url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            folder = Path(url.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise TwinError(f"cannot create the twin database's folder {folder}: {error.strerror}") from None
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own; _begin_immediate does
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade_database(target: str | URL | Engine, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` (all of them by default) in one transaction."""
+    engine = target if isinstance(target, Engine) else create_twin_engine(target)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
