@@ -8,6 +8,8 @@ migrations in ``migrations/``: ``upgrade_database(url)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from twin_imaging.errors import TwinError
@@ -71,6 +73,34 @@ def _begin_immediate(connection: Any) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session], *, raw_conflicts: bool = False) -> Iterator[Session]:
+    """A session in one transaction, committed when the block ends; database failures become TwinError (a
+    constraint violation stays an IntegrityError with ``raw_conflicts``, for the caller to resolve)."""
+    try:
+        with sessions() as session, session.begin():
+            yield session
+    except IntegrityError:
+        if raw_conflicts:
+            raise
+        raise TwinError("a concurrent change to this patient's twin conflicted with this one; retry it") from None
+    except DBAPIError as error:
+        raise database_error(error) from None
+
+
+def guarded(call: Callable[[], None]) -> None:
+    """Run ``call``; a database failure becomes TwinError."""
+    try:
+        call()
+    except DBAPIError as error:
+        raise database_error(error) from None
+
+
+def database_error(error: DBAPIError) -> TwinError:
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+    return TwinError(f"the twin database failed: {type(error.orig).__name__}: {reason}")
 
 
 def alembic_config() -> Config:

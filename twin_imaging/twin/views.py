@@ -1,7 +1,7 @@
 """Read models of the patient twin: plain, immutable values the store returns and FHIR export consumes.
 
-The store (``twin_imaging.twin.store``) builds these from the database; nothing here touches SQLAlchemy, so FHIR
-export, the CLI and the API can be written and tested against plain values.
+The store (``twin_imaging.twin.store``, through ``mapping``) builds these from the database; nothing here touches
+SQLAlchemy, so FHIR export, the CLI and the API can be written and tested against plain values.
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""ORM rows of the twin → the plain views (``views``) the store returns."""
+
+from __future__ import annotations
+
+from twin_imaging.twin import views as v
+from twin_imaging.twin.schema import Alert, Analysis, Observation, Patient, Prediction, Procedure, Series, Study
+
+
+def patient_view(p: Patient) -> v.PatientView:
+    return v.PatientView(patient_key=p.patient_key, pseudonymous=p.pseudonymous, sex=p.sex, birth_year=p.birth_year)
+
+
+def study_view(s: Study) -> v.StudyView:
+    series = tuple(
+        v.SeriesView(se.series_instance_uid, se.modality, se.series_number, se.series_description, se.n_instances)
+        for se in sorted(s.series, key=lambda se: (se.series_number or 0, se.id))
+    )
+    modalities = tuple(sorted({se.modality for se in s.series if se.modality}))
+    return v.StudyView(s.study_instance_uid, s.study_date, s.description, modalities, series)
+
+
+def analysis_view(a: Analysis, study: Study, series: Series) -> v.AnalysisView:
+    return v.AnalysisView(
+        analysis_id=a.id,
+        study_instance_uid=study.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+        model_id=a.model_id,
+        model_version=a.model_version,
+        onnx_sha256=a.onnx_sha256,
+        code_version=a.code_version,
+        input_uids=tuple(a.input_uids),
+        started_at=a.started_at,
+        finished_at=a.finished_at,
+        status=a.status,
+        measurements=tuple(
+            v.MeasurementView(
+                structure=m.structure,
+                snomed_code=m.snomed_code,
+                snomed_meaning=m.snomed_meaning,
+                laterality=m.laterality,
+                volume_ml=m.volume_ml,
+                hu_mean=m.hu_mean,
+                hu_std=m.hu_std,
+                max_diameter_mm=m.max_diameter_mm,
+            )
+            for m in sorted(a.measurements, key=lambda m: m.label)
+        ),
+        artifacts=tuple(
+            v.ArtifactView(
+                kind=x.kind, uri=x.uri, sha256=x.sha256, size_bytes=x.size_bytes, media_type=x.media_type, name=x.name
+            )
+            for x in sorted(a.artifacts, key=lambda x: x.id)
+        ),
+    )
+
+
+def observation_view(o: Observation) -> v.ObservationView:
+    return v.ObservationView(o.id, o.code, o.code_system, o.display, o.value, o.unit, o.effective_at, o.source)
+
+
+def procedure_view(p: Procedure) -> v.ProcedureView:
+    return v.ProcedureView(p.id, p.code, p.code_system, p.display, p.performed_on, p.laterality, p.source)
+
+
+def prediction_view(p: Prediction) -> v.PredictionView:
+    return v.PredictionView(
+        p.id,
+        p.target,
+        p.scenario,
+        p.probability,
+        p.lower,
+        p.upper,
+        p.model_id,
+        p.model_version,
+        p.analysis_id,
+        p.created_at,
+    )
+
+
+def alert_view(a: Alert) -> v.AlertView:
+    return v.AlertView(a.id, a.rule, a.severity, a.message, a.created_at, a.structure)
