@@ -442,9 +442,11 @@ def _configure_logging(level: int) -> None:
 
 
 def _register_groups() -> None:
+    from twin_imaging.cli_outcome import outcome
     from twin_imaging.cli_twin import twin
 
     cli.add_command(twin)
+    cli.add_command(outcome)
 
 
 _register_groups()

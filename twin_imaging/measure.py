@@ -164,6 +164,22 @@ def _measure_one(
     )
 
 
+def max_diameter_mm(mask: np.ndarray, affine: np.ndarray) -> float:
+    """The largest distance (mm) between two voxel centres of a 3D ``mask``, placed by the voxel → RAS ``affine``.
+
+    Exact (convex hull of the boundary voxels, then an all-pairs search on its vertices); pass a mask cropped to the
+    structure, with the affine shifted to the crop, for speed. 0 for an empty or one-voxel mask.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3:
+        raise ValueError(f"max_diameter_mm needs a 3D mask, got shape {mask.shape}")
+    if not mask.any():
+        return 0.0
+    affine = np.asarray(affine, dtype=np.float64)
+    points = _hull_candidates(mask) @ affine[:3, :3].T + affine[:3, 3]
+    return _max_pairwise_distance(points[_hull_vertices(points)])
+
+
 def _hull_candidates(mask: np.ndarray) -> np.ndarray:
     """Indices (n, 3) of boundary voxels that hold every vertex of the convex hull of the mask's voxel centres.
 

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     # Model packages (a folder per model: card.json + ONNX)
     models_dir: Path = Field(default=_REPO_ROOT / "models", description="folder holding one folder per model package")
+    default_outcome_model: str = Field(
+        default="nephrectomy_outcomes", description="model id (package folder) of the post-operative outcome model"
+    )
     default_segmentation_model: str = Field(
         default="abdomen_ct_organs", description="model id (package folder) used when none is named"
     )

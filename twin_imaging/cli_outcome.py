@@ -1,0 +1,134 @@
+"""`twin-imaging outcome …`: post-operative outcome predictions per surgical scenario, and scoring on a dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+SCENARIOS = ("partial_nephrectomy", "radical_nephrectomy")
+
+
+@click.group()
+def outcome() -> None:
+    """Post-operative outcomes after nephrectomy (research model trained on KiTS23; not for clinical use)."""
+
+
+@outcome.command()
+@click.option(
+    "--mask",
+    "mask_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Label map: 1 kidney, 2 tumour, 3 cyst (KiTS convention), NIfTI.",
+)
+@click.option(
+    "--clinical",
+    "clinical_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Pre-operative clinical variables, JSON.",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(SCENARIOS),
+    help="Planned operation (repeatable; default: both).",
+)
+@click.option("--margin-mm", type=float, default=5.0, show_default=True, help="Resection margin of a partial.")
+@click.option(
+    "--approach", type=click.Choice(["robotic", "laparoscopic", "open"]), default="robotic", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -> None:
+    """Probability of each outcome, with a 90 % interval, per scenario side by side, and what drove it."""
+    from twin_imaging.io import read_nifti
+    from twin_imaging.outcome.clinical import SurgicalScenario, impute_clinical, load_clinical_json
+    from twin_imaging.outcome.features import feature_row
+    from twin_imaging.outcome.kidney_features import kidney_features
+    from twin_imaging.outcome.kits import _jsonable
+    from twin_imaging.outcome.model import OutcomeModel
+    from twin_imaging.outcome.resection import virtual_resection
+
+    model = OutcomeModel()
+    clinical, report = impute_clinical(load_clinical_json(clinical_path), dict(model.card.imputation))
+    labels = read_nifti(mask_path)
+    found = kidney_features(labels)
+    rows = {}
+    for procedure in scenarios or SCENARIOS:
+        margin = margin_mm if procedure == "partial_nephrectomy" else None
+        scenario = SurgicalScenario(procedure=procedure, approach=approach, margin_mm=margin)
+        resection = virtual_resection(labels, found, scenario=procedure, margin_mm=margin or 0.0)
+        rows[procedure] = feature_row(clinical, scenario, _jsonable(found), _jsonable(resection))
+    predictions = model.predict(rows)
+    imputed = [f"{item.field} = {item.value} ({item.source})" for item in report.imputed]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model": {"id": model.card.model_id, "version": model.card.version},
+                    "imputed": imputed,
+                    "predictions": [
+                        {
+                            "target": p.target,
+                            "scenario": p.scenario,
+                            "probability": round(p.probability, 4),
+                            "interval_90": [round(v, 4) for v in p.interval],
+                            "drivers": [
+                                {"feature": c.feature, "value": c.value, "logit": round(c.logit, 3)}
+                                for c in p.contributions
+                            ],
+                        }
+                        for p in predictions
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    order = list(rows)
+    click.echo("| outcome | " + " | ".join(order) + " |")
+    click.echo("|---|" + "---|" * len(order))
+    for target in model.card.targets:
+        cells = []
+        for scenario in order:
+            p = next(x for x in predictions if x.target == target.name and x.scenario == scenario)
+            cells.append(f"{p.probability:.0%} ({p.interval[0]:.0%}-{p.interval[1]:.0%})")
+        click.echo(f"| {target.name} | " + " | ".join(cells) + " |")
+    click.echo("\nwhat drove each prediction (log-odds vs the average patient; + raises the risk):")
+    for p in predictions:
+        drivers = ", ".join(f"{c.feature.split('.', 1)[1]} {c.logit:+.2f}" for c in p.contributions[:4])
+        click.echo(f"  {p.target} / {p.scenario}: {drivers}")
+    if imputed:
+        click.echo("imputed (missing in the clinical input): " + "; ".join(imputed))
+    click.echo("Research model (KiTS23, CC BY-NC-SA): not for clinical decisions.")
+
+
+@outcome.command()
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="KiTS layout: kits23.json and case_*/segmentation.nii.gz.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True)
+def evaluate(data_dir: Path, fmt: str, workers: int) -> None:
+    """Score the shipped outcome models (no retraining) on DATA: AUROC, Brier, cases and events per target."""
+    from twin_imaging.outcome.evaluate import evaluate_outcomes
+
+    scores, excluded = evaluate_outcomes(data_dir, workers=workers)
+    if fmt == "json":
+        click.echo(json.dumps({name: score.to_json() for name, score in scores.items()}))
+        return
+    click.echo("| target | AUROC | Brier | n | events |")
+    click.echo("|---|---|---|---|---|")
+    for name, s in scores.items():
+        area = "n/a" if s.auroc is None else f"{s.auroc:.3f}"
+        click.echo(f"| {name} | {area} | {s.brier:.3f} | {s.n} | {s.events} |")
+    if excluded:
+        click.echo("excluded: " + ", ".join(f"{n} ({why})" for why, n in excluded.items()))
