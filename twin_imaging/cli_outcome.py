@@ -49,7 +49,6 @@ def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -
     from twin_imaging.outcome.clinical import SurgicalScenario, impute_clinical, load_clinical_json
     from twin_imaging.outcome.features import feature_row
     from twin_imaging.outcome.kidney_features import kidney_features
-    from twin_imaging.outcome.kits import _jsonable
     from twin_imaging.outcome.model import OutcomeModel
     from twin_imaging.outcome.resection import virtual_resection
 
@@ -62,15 +61,24 @@ def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -
         margin = margin_mm if procedure == "partial_nephrectomy" else None
         scenario = SurgicalScenario(procedure=procedure, approach=approach, margin_mm=margin)
         resection = virtual_resection(labels, found, scenario=procedure, margin_mm=margin or 0.0)
-        rows[procedure] = feature_row(clinical, scenario, _jsonable(found), _jsonable(resection))
+        rows[procedure] = feature_row(clinical, scenario, found.to_json(), resection.to_json())
     predictions = model.predict(rows)
     imputed = [f"{item.field} = {item.value} ({item.source})" for item in report.imputed]
+    from twin_imaging.outcome.targets import TARGETS
+
+    imputed_fields = {item.field for item in report.imputed}
+    cautions = [
+        f"{name} needs a measured {', '.join(sorted(needed))}; it was imputed, so read this prediction with care"
+        for name, target in TARGETS.items()
+        if (needed := set(target.required_inputs) & imputed_fields)
+    ]
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "model": {"id": model.card.model_id, "version": model.card.version},
                     "imputed": imputed,
+                    "cautions": cautions,
                     "predictions": [
                         {
                             "target": p.target,
@@ -104,6 +112,8 @@ def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -
         click.echo(f"  {p.target} / {p.scenario}: {drivers}")
     if imputed:
         click.echo("imputed (missing in the clinical input): " + "; ".join(imputed))
+    for caution in cautions:
+        click.echo(f"CAUTION: {caution}")
     click.echo("Research model (KiTS23, CC BY-NC-SA): not for clinical decisions.")
 
 
