@@ -51,6 +51,9 @@ def test_the_package_has_every_target_and_family_side_by_side(model):
     assert card.feature_names == MODEL_FEATURES
     assert "CC BY-NC-SA" in card.data_licence
     assert any("image network" in item for item in card.limitations)
+    for target in card.targets:  # the image network family is shown beside the others, and did not win
+        image = next(f for f in target.families if f.family == "image_network")
+        assert image.auroc <= max(f.auroc for f in target.families if f.family != "image_network")
 
 
 def test_radical_never_predicts_less_egfr_decline_than_partial_for_any_patient(kits, model):

@@ -49,7 +49,11 @@ def render_outcome_card(card: OutcomeCard) -> str:
                 f"{family.n} | {family.events} | {family.auroc:.3f} ({family.auroc_ci95[0]:.3f}-"
                 f"{family.auroc_ci95[1]:.3f}) | {family.brier:.3f} | {shipped} |"
             )
-        lines.append(f"| {target.name} | | {FAMILY_NAMES['image_network']} | | | not trained yet | | |")
+        if not any(f.family == "image_network" for f in target.families):
+            lines.append(f"| {target.name} | | {FAMILY_NAMES['image_network']} | | | not trained yet | | |")
+    notes = [f"- {t.name}: {note}" for t in card.targets for note in t.notes]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
     lines += ["", "Calibration plots: " + ", ".join(f"`{t.calibration_plot}`" for t in card.targets), ""]
     lines += [
         "## Predictions",
