@@ -160,6 +160,7 @@ def test_a_changed_onnx_file_is_refused(tmp_path):
 @pytest.mark.slow
 def test_the_training_command_reproduces_the_cards_cross_validated_numbers(shared_data, tmp_path):
     from training.outcome.train import train
+    from training.paths import REPO_ROOT
 
     root = shared_file(shared_data, "kits23")
     card = train(
@@ -170,6 +171,7 @@ def test_the_training_command_reproduces_the_cards_cross_validated_numbers(share
         workers=2,
         docs_dir=tmp_path,
         evidence_dir=tmp_path,
+        image_network_cv=REPO_ROOT / "training" / "evaluations" / "nephrectomy_outcomes_image_network_cv.json",
     )
     shipped = load_outcome_package().card
     for ours, theirs in zip(card.targets, shipped.targets, strict=True):
