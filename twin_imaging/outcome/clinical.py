@@ -16,15 +16,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twin_imaging.errors import InputError
+
+if TYPE_CHECKING:  # for type checkers; at run time ``__getattr__`` (below) supplies these names
+    from twin_imaging.outcome.imputation import ImputationReport as ImputationReport
+    from twin_imaging.outcome.imputation import ImputedValue as ImputedValue
+    from twin_imaging.outcome.imputation import fit_imputation as fit_imputation
+    from twin_imaging.outcome.imputation import impute_clinical as impute_clinical
+
+# The imputation lives in ``imputation`` (which imports this module); its names stay importable from here.
+_IMPUTATION_NAMES = frozenset({"ImputedValue", "ImputationReport", "fit_imputation", "impute_clinical"})
 
 CHARLSON_ITEMS = (
     "myocardial_infarction",
@@ -220,7 +228,6 @@ _IMPUTABLE = (
     "pack_years",
     "alcohol_use",
 )
-_CATEGORICAL = ("smoking_history", "alcohol_use")
 
 
 class SurgicalScenario(BaseModel):
@@ -281,78 +288,6 @@ def load_clinical_json(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> C
     if not isinstance(data, dict):
         raise InputError(f"{path.name} must hold a JSON object of clinical fields, got {type(data).__name__}")
     return parse_clinical(data, what=f"clinical input {path.name}")
-
-
-class ImputedValue(BaseModel):
-    field: str
-    value: Any
-    source: str = Field(description="where the value came from, e.g. 'training median'")
-
-
-class ImputationReport(BaseModel):
-    """The inputs that were missing and filled in; shown next to every prediction made from them."""
-
-    imputed: list[ImputedValue] = Field(default_factory=list)
-
-    @property
-    def fields(self) -> list[str]:
-        return [entry.field for entry in self.imputed]
-
-    def summary(self) -> str:
-        if not self.imputed:
-            return "no inputs imputed"
-        parts = [f"{entry.field} = {entry.value} ({entry.source})" for entry in self.imputed]
-        return f"{len(parts)} missing input(s) imputed: " + "; ".join(parts)
-
-
-def fit_imputation(records: Iterable[ClinicalInput | Mapping[str, Any]]) -> dict[str, Any]:
-    """Training values for missing inputs: medians (numbers), modes (categories and Charlson items).
-
-    A mapping is read as a kits23.json record; records refused by ``from_kits`` are skipped. ``pack_years`` is the
-    median over smokers (a never-smoker has 0). Returns field name (``comorbidities.<item>``) → value, JSON-ready.
-    """
-    inputs = [_as_clinical(record) for record in records]
-    inputs = [clinical for clinical in inputs if clinical is not None]
-    if not inputs:
-        raise InputError("no usable clinical records to fit imputation values on")
-    values: dict[str, Any] = {}
-    for name in _IMPUTABLE:
-        pool = inputs if name != "pack_years" else [c for c in inputs if c.smoking_history != "never_smoked"]
-        known = [getattr(c, name) for c in pool if getattr(c, name) is not None]
-        if name in _CATEGORICAL:
-            values[name] = Counter(known).most_common(1)[0][0] if known else None
-        else:
-            values[name] = round(float(np.median(known)), 2) if known else None
-    for item in CHARLSON_ITEMS:
-        known = [c.comorbidities[item] for c in inputs if c.comorbidities.get(item) is not None]
-        values[f"comorbidities.{item}"] = Counter(known).most_common(1)[0][0] if known else False
-    return values
-
-
-def impute_clinical(clinical: ClinicalInput, imputation: Mapping[str, Any]) -> tuple[ClinicalInput, ImputationReport]:
-    """``clinical`` with every missing input filled from ``imputation`` (``fit_imputation``), and what was filled."""
-    data = clinical.model_dump()
-    comorbidities = dict(data.pop("comorbidities"))
-    report = ImputationReport()
-    lacking: list[str] = []
-    for name in clinical.missing_fields():
-        if name == "pack_years" and data["smoking_history"] == "never_smoked":
-            data[name] = 0.0
-            report.imputed.append(ImputedValue(field=name, value=0.0, source="never-smoker"))
-            continue
-        if imputation.get(name) is None:
-            lacking.append(f"{name}: missing, and the imputation values have none for it")
-            continue
-        value = imputation[name]
-        source = "training mode" if name in _CATEGORICAL or name.startswith("comorbidities.") else "training median"
-        if name.startswith("comorbidities."):
-            comorbidities[name.split(".", 1)[1]] = value
-        else:
-            data[name] = value
-        report.imputed.append(ImputedValue(field=name, value=value, source=source))
-    if lacking:
-        raise ClinicalInputError(lacking)
-    return parse_clinical({**data, "comorbidities": comorbidities}, what="imputed clinical input"), report
 
 
 CLINICAL_VECTOR_NAMES = (
@@ -440,15 +375,6 @@ def _number(value: float | bool | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _as_clinical(record: ClinicalInput | Mapping[str, Any]) -> ClinicalInput | None:
-    if isinstance(record, ClinicalInput):
-        return record
-    try:
-        return ClinicalInput.from_kits(record)
-    except InputError:
-        return None
-
-
 def _validate(model: type[BaseModel], data: Mapping[str, Any], *, what: str) -> Any:
     try:
         return model.model_validate(dict(data))
@@ -481,3 +407,11 @@ def _problem(error: Mapping[str, Any]) -> str:
 
 def _bound(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IMPUTATION_NAMES:
+        from twin_imaging.outcome import imputation
+
+        return getattr(imputation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

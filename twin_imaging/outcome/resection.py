@@ -21,7 +21,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from twin_imaging.errors import InputError
-from twin_imaging.outcome.kidney_features import KITS_LABELS, KidneyFeatures, KidneySplit, bounding_box, split_kidneys
+from twin_imaging.outcome.kidney_features import KidneyFeatures, bounding_box
+from twin_imaging.outcome.kidney_split import KITS_LABELS, KidneySplit, split_kidneys
 from twin_imaging.volume import Volume
 
 SCENARIOS = ("partial_nephrectomy", "radical_nephrectomy")
