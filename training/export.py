@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ import torch
 from training.data import preprocessing_spec
 from training.module import SegmentationModule, read_card_words
 from training.networks import divisible_by
-from training.paths import REPO_ROOT
+from training.paths import REPO_ROOT, code_version
 from twin_imaging.datalist import read_datalist
 from twin_imaging.evaluation.evaluate import evaluate_package, evaluation_record, format_summary_table
 from twin_imaging.inference.sessions import create_session, run_session
@@ -146,7 +145,7 @@ def build_card(
             seed=int(checkpoint.get("seed", 0)),
             duration_s=round(float(checkpoint.get("training_seconds", 0.0)), 1),
             hardware=str(checkpoint.get("hardware", "unknown")),
-            code_version=_code_version(),
+            code_version=code_version(),
             extra_runs=tuple(words.pop("extra_runs", ())),
         ),
         onnx=OnnxFile(
@@ -202,15 +201,6 @@ def evaluation_record_from_json(path: str | Path, *, split: str) -> EvaluationRe
         tolerance_mm=float(document.get("nsd_tolerance_mm", 2.0)),
         n_cases=len(document.get("per_case", {})),
     )
-
-
-def _code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -12,3 +13,13 @@ def resolve_config_path(path: str | Path) -> Path:
     if path.is_absolute() or path.exists():
         return path
     return REPO_ROOT / path
+
+
+def code_version() -> str:
+    """The repository's short commit, recorded in model cards ("" outside a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""

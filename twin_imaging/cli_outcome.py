@@ -46,8 +46,9 @@ def outcome() -> None:
 def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -> None:
     """Probability of each outcome, with a 90 % interval, per scenario side by side, and what drove it."""
     from twin_imaging.io import read_nifti
-    from twin_imaging.outcome.clinical import SurgicalScenario, impute_clinical, load_clinical_json
+    from twin_imaging.outcome.clinical import SurgicalScenario, load_clinical_json
     from twin_imaging.outcome.features import feature_row
+    from twin_imaging.outcome.imputation import impute_clinical
     from twin_imaging.outcome.kidney_features import kidney_features
     from twin_imaging.outcome.model import OutcomeModel
     from twin_imaging.outcome.resection import virtual_resection

@@ -17,12 +17,11 @@ from twin_imaging.outcome.clinical import (
     SurgicalScenario,
     clinical_values,
     clinical_vector,
-    fit_imputation,
-    impute_clinical,
     load_clinical_json,
     parse_clinical,
     scenario_from_kits,
 )
+from twin_imaging.outcome.imputation import fit_imputation, impute_clinical
 
 # The data README's kits23 section, copied here on purpose: outcomes, intra-operative events and pathology. None of
 # them may ever be read as an input. aua_risk_score is listed by the README as pre-operative, but in KiTS23 it is the

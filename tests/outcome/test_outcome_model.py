@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from tests.conftest import shared_file
 from twin_imaging.cli import cli
 from twin_imaging.errors import ModelError
-from twin_imaging.outcome.clinical import impute_clinical
 from twin_imaging.outcome.features import MODEL_FEATURES, feature_row
+from twin_imaging.outcome.imputation import impute_clinical
 from twin_imaging.outcome.kits import load_kits_dataset
 from twin_imaging.outcome.model import OutcomeModel, load_outcome_package
 from twin_imaging.outcome.targets import TARGETS

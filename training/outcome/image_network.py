@@ -32,8 +32,8 @@ from training.outcome.image_crops import load_crops
 from training.outcome.linear import fit_platt
 from training.paths import REPO_ROOT
 from twin_imaging.files import write_bytes_atomic
-from twin_imaging.outcome.clinical import fit_imputation
 from twin_imaging.outcome.features import FAMILY_FEATURES, MODEL_FEATURES, feature_matrix
+from twin_imaging.outcome.imputation import fit_imputation
 from twin_imaging.outcome.kits import load_kits_dataset
 from twin_imaging.outcome.targets import TARGETS
 

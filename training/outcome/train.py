@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -29,14 +28,15 @@ import numpy as np
 from training.outcome.evaluation import CrossValidation, cross_validate, save_calibration_plot
 from training.outcome.linear import LinearModel, fit_logistic
 from training.outcome.onnx_export import OPSET, export_outcome_onnx
-from training.paths import REPO_ROOT
+from training.paths import REPO_ROOT, code_version
 from twin_imaging.files import copy_atomic, write_bytes_atomic
 from twin_imaging.models.card import OnnxFile
 from twin_imaging.models.package import CARD_FILE, file_sha256
 from twin_imaging.outcome.card import FamilyMetrics, OutcomeCard, OutcomeTarget
 from twin_imaging.outcome.card_markdown import render_outcome_card
-from twin_imaging.outcome.clinical import CLINICAL_VECTOR_NAMES, fit_imputation
+from twin_imaging.outcome.clinical import CLINICAL_VECTOR_NAMES
 from twin_imaging.outcome.features import FAMILY_FEATURES, MODEL_FEATURES, SCENARIO_SIGNS, feature_matrix
+from twin_imaging.outcome.imputation import fit_imputation
 from twin_imaging.outcome.kits import load_kits_dataset
 from twin_imaging.outcome.targets import TARGETS
 
@@ -189,7 +189,7 @@ def train(
             opset=OPSET,
         ),
         created=datetime.now(UTC).replace(microsecond=0),
-        code_version=_code_version(),
+        code_version=code_version(),
     )
     write_bytes_atomic(out_dir / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())
     evidence = {"excluded": sorted(excluded), "cv": results_json, "clinical_features": list(CLINICAL_VECTOR_NAMES)}
@@ -210,15 +210,6 @@ def _family_metrics(result: CrossValidation) -> FamilyMetrics:
         brier=summary["brier"],
         cv=summary["cv"],
     )
-
-
-def _code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ alcohol, the last pre-operative eGFR and the radiographic tumour size. KiTS reco
 post-nephrectomy risk group, derived from pathology ("benign" for 33 of the 33 benign tumours with a risk group,
 "very_high_risk" for pN1/pM1/pT4, "high_risk" for pT3), so it would leak the outcome of the pathology report.
 
-Required: ``age_years`` and ``sex``. Every other input may be missing: ``impute_clinical`` fills it from training
-values (``fit_imputation``) and lists what it filled in an ``ImputationReport``. A pre-operative eGFR is not required,
+Required: ``age_years`` and ``sex``. Every other input may be missing: ``imputation.impute_clinical`` fills it
+from training values and lists what it filled. A pre-operative eGFR is not required,
 because 158 of KiTS23's 400 cases lack one; the ``egfr_decline`` target itself needs it (see ``targets``), and a
 prediction of that target from an imputed eGFR must say so.
 """
@@ -18,21 +18,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twin_imaging.errors import InputError
-
-if TYPE_CHECKING:  # for type checkers; at run time ``__getattr__`` (below) supplies these names
-    from twin_imaging.outcome.imputation import ImputationReport as ImputationReport
-    from twin_imaging.outcome.imputation import ImputedValue as ImputedValue
-    from twin_imaging.outcome.imputation import fit_imputation as fit_imputation
-    from twin_imaging.outcome.imputation import impute_clinical as impute_clinical
-
-# The imputation lives in ``imputation`` (which imports this module); its names stay importable from here.
-_IMPUTATION_NAMES = frozenset({"ImputedValue", "ImputationReport", "fit_imputation", "impute_clinical"})
 
 CHARLSON_ITEMS = (
     "myocardial_infarction",
@@ -407,11 +398,3 @@ def _problem(error: Mapping[str, Any]) -> str:
 
 def _bound(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else str(value)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _IMPUTATION_NAMES:
-        from twin_imaging.outcome import imputation
-
-        return getattr(imputation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

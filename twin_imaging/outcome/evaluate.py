@@ -11,8 +11,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from twin_imaging.errors import InputError
-from twin_imaging.outcome.clinical import impute_clinical
 from twin_imaging.outcome.features import MODEL_FEATURES, feature_row
+from twin_imaging.outcome.imputation import impute_clinical
 from twin_imaging.outcome.kits import load_kits_dataset
 from twin_imaging.outcome.model import OutcomeModel
 

@@ -66,7 +66,7 @@ def feature_row(
 
 def feature_matrix(cases: Sequence[Any], *, imputation: Mapping[str, Any]) -> np.ndarray:
     """Rows of ``KitsCase``s (twin_imaging.outcome.kits) under the operation each had, clinical inputs imputed."""
-    from twin_imaging.outcome.clinical import impute_clinical
+    from twin_imaging.outcome.imputation import impute_clinical
 
     rows = []
     for case in cases:

@@ -2,7 +2,7 @@
 
 ``fit_imputation`` learns medians (numbers) and modes (categories and Charlson items) from training records;
 ``impute_clinical`` fills a ``ClinicalInput``'s missing inputs from them and lists what it filled in an
-``ImputationReport``. These names are also importable from ``clinical``.
+``ImputationReport``.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from twin_imaging.outcome.clinical import (
     ClinicalInput,
     SurgicalScenario,
     clinical_values,
-    impute_clinical,
     scenario_from_kits,
 )
+from twin_imaging.outcome.imputation import impute_clinical
 from twin_imaging.outcome.targets import compute_targets
 from twin_imaging.volume import Volume
 
