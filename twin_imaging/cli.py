@@ -442,11 +442,13 @@ def _configure_logging(level: int) -> None:
 
 
 def _register_groups() -> None:
+    from twin_imaging.cli_access import api_key
     from twin_imaging.cli_outcome import outcome
     from twin_imaging.cli_twin import twin
 
     cli.add_command(twin)
     cli.add_command(outcome)
+    cli.add_command(api_key)
 
 
 _register_groups()

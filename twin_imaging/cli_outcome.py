@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-SCENARIOS = ("partial_nephrectomy", "radical_nephrectomy")
+SCENARIOS = ("partial_nephrectomy", "radical_nephrectomy")  # as twin_imaging.outcome.scenarios (kept light here)
 
 
 @click.group()
@@ -46,59 +46,24 @@ def outcome() -> None:
 def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -> None:
     """Probability of each outcome, with a 90 % interval, per scenario side by side, and what drove it."""
     from twin_imaging.io import read_nifti
-    from twin_imaging.outcome.clinical import SurgicalScenario, load_clinical_json
-    from twin_imaging.outcome.features import feature_row
-    from twin_imaging.outcome.imputation import impute_clinical
-    from twin_imaging.outcome.kidney_features import kidney_features
+    from twin_imaging.outcome.clinical import load_clinical_json
     from twin_imaging.outcome.model import OutcomeModel
-    from twin_imaging.outcome.resection import virtual_resection
+    from twin_imaging.outcome.scenarios import predict_scenarios
 
     model = OutcomeModel()
-    clinical, report = impute_clinical(load_clinical_json(clinical_path), dict(model.card.imputation))
-    labels = read_nifti(mask_path)
-    found = kidney_features(labels)
-    rows = {}
-    for procedure in scenarios or SCENARIOS:
-        margin = margin_mm if procedure == "partial_nephrectomy" else None
-        scenario = SurgicalScenario(procedure=procedure, approach=approach, margin_mm=margin)
-        resection = virtual_resection(labels, found, scenario=procedure, margin_mm=margin or 0.0)
-        rows[procedure] = feature_row(clinical, scenario, found.to_json(), resection.to_json())
-    predictions = model.predict(rows)
-    imputed = [f"{item.field} = {item.value} ({item.source})" for item in report.imputed]
-    from twin_imaging.outcome.targets import TARGETS
-
-    imputed_fields = {item.field for item in report.imputed}
-    cautions = [
-        f"{name} needs a measured {', '.join(sorted(needed))}; it was imputed, so read this prediction with care"
-        for name, target in TARGETS.items()
-        if (needed := set(target.required_inputs) & imputed_fields)
-    ]
+    report = predict_scenarios(
+        model,
+        read_nifti(mask_path),
+        load_clinical_json(clinical_path),
+        scenarios=scenarios or SCENARIOS,
+        margin_mm=margin_mm,
+        approach=approach,
+    )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "model": {"id": model.card.model_id, "version": model.card.version},
-                    "imputed": imputed,
-                    "cautions": cautions,
-                    "predictions": [
-                        {
-                            "target": p.target,
-                            "scenario": p.scenario,
-                            "probability": round(p.probability, 4),
-                            "interval_90": [round(v, 4) for v in p.interval],
-                            "drivers": [
-                                {"feature": c.feature, "value": c.value, "logit": round(c.logit, 3)}
-                                for c in p.contributions
-                            ],
-                        }
-                        for p in predictions
-                    ],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(report.to_json(), indent=2))
         return
-    order = list(rows)
+    predictions, imputed, cautions = report.predictions, report.imputed, report.cautions
+    order = list(report.scenarios)
     click.echo("| outcome | " + " | ".join(order) + " |")
     click.echo("|---|" + "---|" * len(order))
     for target in model.card.targets:

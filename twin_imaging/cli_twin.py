@@ -6,15 +6,11 @@ pseudonymises). Every command is written to the twin's audit log as the calling 
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import json
-from datetime import date, datetime
 from pathlib import Path
 
 import click
-
-from twin_imaging.errors import UnknownPatientError
 
 
 def actor() -> str:
@@ -37,31 +33,13 @@ def open_store(db: str | None, *, data_dir: Path | None = None):
 
 def resolve_key(store, patient: str) -> str:
     """PATIENT as a key if the twin has it, else as a PatientID turned into its key."""
-    try:
-        store.summary(patient, actor=actor())
-        return patient
-    except UnknownPatientError:
-        key = store.patient_key_for(patient)
-        if key == patient:
-            raise
-        store.summary(key, actor=actor())  # raises UnknownPatientError naming the key, not the PatientID
-        return key
+    return store.resolve_patient_key(patient)
 
 
 def to_json(value) -> str:
-    def default(item):
-        if dataclasses.is_dataclass(item):
-            return dataclasses.asdict(item)
-        if isinstance(item, datetime | date):
-            return item.isoformat()
-        if isinstance(item, Path):
-            return str(item)
-        raise TypeError(f"cannot write {type(item).__name__} as JSON")
+    from twin_imaging.twin.views import to_jsonable
 
-    plain = [dataclasses.asdict(v) for v in value] if isinstance(value, list) else value
-    if dataclasses.is_dataclass(plain):
-        plain = dataclasses.asdict(plain)
-    return json.dumps(plain, indent=2, default=default)
+    return json.dumps(to_jsonable(value), indent=2)
 
 
 _db_option = click.option(

@@ -33,5 +33,13 @@ class UnknownPatientError(TwinError):
         self.patient_key = patient_key
 
 
+class UnknownAnalysisError(TwinError):
+    """No analysis with the given id in the twin store."""
+
+    def __init__(self, analysis_id: object) -> None:
+        super().__init__(f"no analysis with id {analysis_id!r} in the twin store")
+        self.analysis_id = analysis_id
+
+
 class ArtifactError(TwinError):
     """An artifact is missing from the artifact store, or its bytes no longer match its sha256."""

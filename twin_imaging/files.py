@@ -14,8 +14,9 @@ FILE_MODE = 0o644
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
-    """A temporary path to write to (by any library); renamed to ``path`` when the block ends without an error."""
+def atomic_path(path: str | os.PathLike, *, suffix: str = "", mode: int = FILE_MODE) -> Iterator[Path]:
+    """A temporary path to write to (by any library); renamed to ``path`` when the block ends without an error.
+    ``mode``: the file's permissions (0600 for secrets), set before it takes the name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
@@ -24,7 +25,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
         yield Path(temporary)
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
-        os.chmod(temporary, FILE_MODE)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from twin_imaging import __version__
 from twin_imaging.files import write_bytes_atomic
@@ -30,7 +31,7 @@ from twin_imaging.io.dicom_seg import write_dicom_seg
 from twin_imaging.io.dicom_sr import write_measurement_report
 from twin_imaging.measure import StructureMeasurement, measure_structures
 from twin_imaging.models.card import ModelCard
-from twin_imaging.models.package import ModelPackage, default_segmentation_package
+from twin_imaging.models.package import ModelPackage, default_segmentation_package, file_sha256
 from twin_imaging.overlays import OverlayStructure, render_overlays
 from twin_imaging.results import (
     AnalysisDocument,
@@ -77,7 +78,14 @@ def read_study(path: str | os.PathLike, *, series_instance_uid: str | None = Non
     path = Path(path)
     if is_nifti_path(path) and path.is_file():
         volume = read_nifti(path)
-        return StudyInput(volume, _input_report(path, "NIfTI", volume))
+        report = _input_report(path, "NIfTI", volume)
+        # A NIfTI carries no DICOM UIDs; the twin needs them, so they are derived from the file's bytes: the same
+        # file gets the same UIDs (a repeated upload attaches once), another file other UIDs.
+        digest = file_sha256(path)
+        report.study_instance_uid = generate_uid(prefix=None, entropy_srcs=["twin-imaging nifti study", digest])
+        report.series_instance_uid = generate_uid(prefix=None, entropy_srcs=["twin-imaging nifti series", digest])
+        report.warnings.append("NIfTI input: study and series UIDs derived from the file's SHA-256")
+        return StudyInput(volume, report)
     scan = scan_dicom(path, series_instance_uid=series_instance_uid)
     volume = load_series(scan.chosen)
     candidates = [

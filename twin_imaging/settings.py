@@ -78,6 +78,28 @@ class Settings(BaseSettings):
         "attach (attach_before_commit, attach_after_commit) so that tests can check crash safety",
     )
 
+    # The inference API (serving/): keys, upload limits, jobs
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="hashed API keys with roles (twin-imaging api-key create); None = data_dir/api_keys.json",
+    )
+    serve_max_upload_bytes: int = Field(
+        default=4 * 1024**3, ge=1, description="largest request body the API accepts (413 beyond it)"
+    )
+    serve_sync_max_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=1,
+        description="largest upload /v1/analyze answers synchronously; larger studies go through /v1/analyze_job",
+    )
+    serve_spool_dir: Path | None = Field(
+        default=None, description="where uploads and pushed (STOW-RS) instances wait durably; None = data_dir/spool"
+    )
+    serve_study_quiet_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="a study pushed by STOW-RS is analysed once no instance of it has arrived for this long",
+    )
+
     @model_validator(mode="after")
     def _fill_twin_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
@@ -85,6 +107,10 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'twin.sqlite3'}"
         if self.artifacts_dir is None:
             self.artifacts_dir = self.data_dir / "artifacts"
+        if self.api_keys_file is None:
+            self.api_keys_file = self.data_dir / "api_keys.json"
+        if self.serve_spool_dir is None:
+            self.serve_spool_dir = self.data_dir / "spool"
         return self
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -25,7 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twin_imaging.errors import TwinError
+from twin_imaging.errors import TwinError, UnknownAnalysisError, UnknownPatientError
 from twin_imaging.settings import Settings, get_settings
 from twin_imaging.twin import mapping, patients, queries
 from twin_imaging.twin import views as v
@@ -35,7 +36,7 @@ from twin_imaging.twin.audit import audit, check_actor
 from twin_imaging.twin.database import create_twin_engine, guarded, session_factory, transaction, upgrade_database
 from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis
 from twin_imaging.twin.records import add_observation, add_prediction, add_procedure, check_prediction
-from twin_imaging.twin.schema import Patient
+from twin_imaging.twin.schema import Analysis, Patient
 
 if TYPE_CHECKING:  # the store does not need the pipeline's imports (ONNX Runtime, highdicom) to run
     from twin_imaging.pipeline import AnalysisResult
@@ -84,6 +85,19 @@ class TwinStore:
     def patient_key_for(self, patient_identifier: str) -> str:
         """The twin's key of a PatientID: HMAC-SHA256 pseudonym where configured, else the PatientID itself."""
         return patients.patient_key(self.settings, patient_identifier)
+
+    def resolve_patient_key(self, patient: str) -> str:
+        """``patient`` as a twin key where the twin has it, else as a PatientID turned into its key (pseudonym);
+        UnknownPatientError (naming the key, never the PatientID) where neither is known. Not audited: the read
+        that follows is."""
+        with self._transaction() as session:
+            try:
+                return patients.find_patient(session, patient).patient_key
+            except UnknownPatientError:
+                key = self.patient_key_for(patient)
+                if key == patient:
+                    raise
+                return patients.find_patient(session, key).patient_key
 
     # --- changes ---------------------------------------------------------------------------------------------
 
@@ -291,6 +305,47 @@ class TwinStore:
             audit(session, actor, "read_alerts", patient.patient_key, "patient", patient.id)
             return [mapping.alert_view(a) for a in queries.load_alerts(session, patient)]
 
+    def analysis(self, analysis_id: int, *, actor: str) -> v.AnalysisView:
+        """One analysis with its measurements and artifacts (e.g. the result of a job)."""
+        actor = check_actor(actor)
+        with self._transaction() as session:
+            row = _find_analysis_row(session, analysis_id)
+            key = row.series.study.patient.patient_key
+            audit(session, actor, "read_analysis", key, "analysis", row.id)
+            return mapping.analysis_view(row, row.series.study, row.series)
+
+    def artifact_file(
+        self, analysis_id: int, kind: str, *, actor: str, name: str | None = None
+    ) -> tuple[v.ArtifactView, Path]:
+        """The stored file of one artifact of an analysis (``name`` picks among several of a kind, e.g. the
+        overlay planes), its bytes checked against its sha256; the read is audited."""
+        actor = check_actor(actor)
+        with self._transaction() as session:
+            row = _find_analysis_row(session, analysis_id)
+            matches = [a for a in row.artifacts if a.kind == kind and (name is None or a.name == name)]
+            if not matches:
+                held = sorted(f"{a.kind}:{a.name}" for a in row.artifacts)
+                raise TwinError(
+                    f"analysis {analysis_id} has no {kind} artifact{f' named {name}' if name else ''}; it holds {held}"
+                )
+            if len(matches) > 1:
+                raise TwinError(
+                    f"analysis {analysis_id} has {len(matches)} {kind} artifacts; name one of "
+                    f"{sorted(a.name for a in matches)}"
+                )
+            found = matches[0]
+            view = v.ArtifactView(
+                kind=found.kind,
+                uri=found.uri,
+                sha256=found.sha256,
+                size_bytes=found.size_bytes,
+                media_type=found.media_type,
+                name=found.name,
+            )
+            audit(session, actor, "read_artifact", row.series.study.patient.patient_key, "artifact", found.id)
+        self.artifacts.verify(view.uri)
+        return view, self.artifacts.path(view.uri)
+
     # --- plumbing --------------------------------------------------------------------------------------------
 
     def _transaction(self, *, raw_conflicts: bool = False) -> AbstractContextManager[Session]:
@@ -301,3 +356,10 @@ class TwinStore:
         """Test hook (settings.test_crash_point): die here, as a power cut or OOM kill would."""
         if self.settings.test_crash_point == name:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _find_analysis_row(session: Session, analysis_id: int) -> Analysis:
+    row = session.get(Analysis, analysis_id) if isinstance(analysis_id, int) and analysis_id > 0 else None
+    if row is None:
+        raise UnknownAnalysisError(analysis_id)
+    return row

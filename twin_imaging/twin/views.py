@@ -6,8 +6,11 @@ SQLAlchemy, so FHIR export, the CLI and the API can be written and tested agains
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -231,3 +234,18 @@ class ImportOutcome:
     observations: tuple[ObservationView, ...] = ()
     procedures: tuple[ProcedureView, ...] = ()
     skipped: tuple[str, ...] = ()  # passed through from ImportedRecords
+
+
+def to_jsonable(value: Any) -> Any:
+    """Views (dataclasses, lists of them) as plain JSON values: dates in ISO 8601, paths as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
