@@ -1,0 +1,357 @@
+"""twin-imaging's inference API (BentoML 1.4): thin over ``twin_imaging``; runs on ONNX Runtime, never torch.
+
+    bentoml serve serving.service:TwinImaging --host 127.0.0.1 --port 3000
+
+Doors: analyse a study (synchronously when small, as a job otherwise), read one analysis and download its files,
+a STOW-RS endpoint a PACS or router pushes to (``/dicomweb/studies``), the patient's twin (JSON or FHIR), its
+timeline and study comparison, clinical observations, outcome predictions per surgical scenario, the loaded models.
+Every route but health, readiness, metrics and the OpenAPI document needs an API key (``serving.auth``); every
+access to patient data is written to the twin's audit log as ``api:<key name>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import bentoml
+from pydantic import Field
+from starlette.responses import FileResponse
+
+from serving.auth import ApiKeyMiddleware
+from serving.dicomweb import dicomweb_app
+from serving.errors import ApiError, json_errors
+from serving.uploads import stage_upload
+from twin_imaging.errors import ModelError
+from twin_imaging.inbox import StudyInbox
+from twin_imaging.inference.segment import Segmenter
+from twin_imaging.io import read_nifti
+from twin_imaging.models.package import default_segmentation_package
+from twin_imaging.outcome.model import OutcomeModel
+from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios
+from twin_imaging.pipeline import analyze_study
+from twin_imaging.settings import get_settings
+from twin_imaging.twin import views as v
+from twin_imaging.twin.fhir_export import export_bundle
+from twin_imaging.twin.store import TwinStore
+
+log = logging.getLogger(__name__)
+PatientId = Annotated[
+    str, Field(min_length=1, max_length=64, description="PatientID as the PACS knows it, or the twin's patient key")
+]
+Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]
+AnalysisId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+ArtifactKind = Literal["dicom_seg", "dicom_sr", "overlay_png", "labels_nifti", "results_json"]
+MEDIA_SUFFIX = {
+    "dicom_seg": ".dcm",
+    "dicom_sr": ".dcm",
+    "overlay_png": ".png",
+    "labels_nifti": ".nii.gz",
+    "results_json": ".json",
+}
+
+
+@bentoml.service(
+    name="twin_imaging",
+    workers=1,
+    threads=4,  # twin reads stay answered while an analysis runs; analyses take turns (analysis_slots)
+    traffic={"timeout": 900},
+    logging={"access": {"enabled": True, "request_content_length": True, "response_content_length": True}},
+)
+@bentoml.asgi_app(dicomweb_app, path="/dicomweb")
+class TwinImaging:
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        self.segmenter = Segmenter(default_segmentation_package())  # loaded once per worker
+        try:
+            self.outcome: OutcomeModel | None = OutcomeModel()
+        except ModelError as exc:
+            log.warning("outcome model not loaded: %s", exc)
+            self.outcome = None
+        self.store = TwinStore()
+        self.analysis_slots = threading.Semaphore(1)  # one analysis at a time per worker: memory stays bounded
+        self.spool = Path(self.settings.serve_spool_dir)
+        self.inbox = StudyInbox(self.spool / "inbox")
+        recovered = self.inbox.recover()
+        if recovered:
+            log.info("inbox: %d studies interrupted by a restart go round again", recovered)
+        self._stop = threading.Event()
+        self._inbox_thread = threading.Thread(target=self._watch_inbox, name="inbox", daemon=True)
+        self._inbox_thread.start()
+
+    # --- studies in, results out -------------------------------------------------------------------------------
+
+    @bentoml.api(route="/v1/analyze")
+    @json_errors
+    def analyze(
+        self,
+        files: list[Path],
+        patient_id: PatientId | None = None,
+        series_instance_uid: Uid | None = None,
+        *,
+        ctx: bentoml.Context,
+    ) -> dict[str, Any]:
+        """Analyse a study now: DICOM files, one zip of them, or one NIfTI with patient_id (multipart field
+        'files'). Answers the analysis attached to the twin. Larger than serve_sync_max_bytes: use the job."""
+        size = sum(p.stat().st_size for p in files)
+        if size > self.settings.serve_sync_max_bytes:
+            raise ApiError(
+                413,
+                f"{size} bytes is over the {self.settings.serve_sync_max_bytes} bytes answered "
+                "synchronously; submit it as a job: POST /v1/analyze_job/submit",
+            )
+        return self._analyze(files, patient_id, series_instance_uid, actor=_actor(ctx))
+
+    @bentoml.task(route="/v1/analyze_job")
+    @json_errors
+    def analyze_job(
+        self,
+        files: list[Path],
+        patient_id: PatientId | None = None,
+        series_instance_uid: Uid | None = None,
+        *,
+        ctx: bentoml.Context,
+    ) -> dict[str, Any]:
+        """The same analysis as a job: POST /v1/analyze_job/submit, then GET /v1/analyze_job/status?task_id= and
+        /v1/analyze_job/get?task_id=. The result is attached to the twin before the job completes."""
+        return self._analyze(files, patient_id, series_instance_uid, actor=_actor(ctx))
+
+    @bentoml.api(route="/v1/analyses/get")
+    @json_errors
+    def get_analysis(self, analysis_id: AnalysisId, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """One analysis: its study and series, model, measurements and artifacts."""
+        return v.to_jsonable(self.store.analysis(analysis_id, actor=_actor(ctx)))
+
+    @bentoml.api(route="/v1/artifacts/download")
+    @json_errors
+    def download_artifact(
+        self,
+        analysis_id: AnalysisId,
+        kind: ArtifactKind,
+        name: Annotated[str | None, Field(max_length=128)] = None,
+        *,
+        ctx: bentoml.Context,
+    ) -> Path:
+        """An analysis' file: dicom_seg, dicom_sr, overlay_png (name: overlay_axial.png, ...), labels_nifti,
+        results_json. Its bytes are checked against the sha256 recorded in the twin before they are sent."""
+        artifact, path = self.store.artifact_file(analysis_id, kind, actor=_actor(ctx), name=name)
+
+        return FileResponse(
+            path,
+            media_type=artifact.media_type,
+            filename=artifact.name or f"{kind}{MEDIA_SUFFIX[kind]}",
+            headers={"X-Content-SHA256": artifact.sha256},
+        )
+
+    @bentoml.api(route="/v1/inbox/status")
+    @json_errors
+    def inbox_status(self, study_instance_uid: Uid, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """Where a study pushed by STOW-RS stands: waiting (for quiet), processing, done (analysis id), failed."""
+        _actor(ctx)
+        return {"study_instance_uid": study_instance_uid, **self.inbox.state(study_instance_uid)}
+
+    # --- the patient twin --------------------------------------------------------------------------------------
+
+    @bentoml.api(route="/v1/twin/get")
+    @json_errors
+    def twin(
+        self, patient_id: PatientId, format: Literal["json", "fhir"] = "json", *, ctx: bentoml.Context
+    ) -> dict[str, Any]:
+        """Everything the twin holds on a patient, as JSON or as a FHIR R5 Bundle (format 'fhir')."""
+        summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
+        return export_bundle(summary) if format == "fhir" else v.to_jsonable(summary)
+
+    @bentoml.api(route="/v1/twin/timeline")
+    @json_errors
+    def timeline(self, patient_id: PatientId, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """Studies, analyses, observations, procedures, predictions and alerts in clinical time order."""
+        events = self.store.timeline(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
+        return {"events": v.to_jsonable(events)}
+
+    @bentoml.api(route="/v1/twin/compare")
+    @json_errors
+    def compare(
+        self,
+        patient_id: PatientId,
+        study_a: Uid,
+        study_b: Uid,
+        model_id: Annotated[str | None, Field(max_length=64)] = None,
+        model_version: Annotated[str | None, Field(max_length=64)] = None,
+        *,
+        ctx: bentoml.Context,
+    ) -> dict[str, Any]:
+        """Volume change per structure from study a to study b, both measured by one model id and version."""
+        key = self.store.resolve_patient_key(patient_id)
+        changes = self.store.compare_studies(
+            key, study_a, study_b, actor=_actor(ctx), model_id=model_id, model_version=model_version
+        )
+        return {"study_a": study_a, "study_b": study_b, "changes": v.to_jsonable(changes)}
+
+    @bentoml.api(route="/v1/twin/observations")
+    @json_errors
+    def add_observation(
+        self,
+        patient_id: PatientId,
+        code: Annotated[str, Field(min_length=1, max_length=64)],
+        display: Annotated[str, Field(min_length=1, max_length=256)],
+        value: Annotated[float, Field(allow_inf_nan=False)],
+        unit: Annotated[str, Field(min_length=1, max_length=32)],
+        effective_at: datetime,
+        code_system: Annotated[str, Field(max_length=256)] = "http://loinc.org",
+        *,
+        ctx: bentoml.Context,
+    ) -> dict[str, Any]:
+        """Record a clinical observation (e.g. LOINC 62238-1 eGFR) on the patient's twin."""
+        observation = v.ObservationInput(
+            code=code,
+            display=display,
+            value=value,
+            unit=unit,
+            effective_at=effective_at,
+            code_system=code_system,
+            source="api",
+        )
+        key = self.store.resolve_patient_key(patient_id)
+        return v.to_jsonable(self.store.record_observation(key, observation, actor=_actor(ctx)))
+
+    @bentoml.api(route="/v1/outcome/predict")
+    @json_errors
+    def predict_outcome(
+        self,
+        mask: Path,
+        clinical: dict[str, Any],
+        scenarios: list[Literal["partial_nephrectomy", "radical_nephrectomy"]] = list(SCENARIOS),  # noqa: B006
+        margin_mm: Annotated[float, Field(ge=0, le=30)] = DEFAULT_MARGIN_MM,
+        approach: Literal["robotic", "laparoscopic", "open"] = "robotic",
+        patient_id: PatientId | None = None,
+        *,
+        ctx: bentoml.Context,
+    ) -> dict[str, Any]:
+        """Post-operative outcome probabilities per surgical scenario, side by side, with 90 % intervals and what
+        drove them. mask: a NIfTI label map (1 kidney, 2 tumour, 3 cyst); clinical: the pre-operative variables.
+        With patient_id, the predictions are recorded on that patient's twin."""
+        if self.outcome is None:
+            raise ModelError("no outcome model is loaded (see the service log)")
+        actor = _actor(ctx)
+        key = self.store.resolve_patient_key(patient_id) if patient_id else None
+        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
+            labels = read_nifti(_with_nifti_suffix(mask, Path(scratch)))
+        report = predict_scenarios(
+            self.outcome, labels, clinical, scenarios=scenarios, margin_mm=margin_mm, approach=approach
+        )
+        recorded = []
+        if key is not None:
+            for p in report.predictions:
+                prediction = v.PredictionInput(
+                    target=p.target,
+                    scenario=p.scenario,
+                    probability=p.probability,
+                    model_id=report.model_id,
+                    model_version=report.model_version,
+                    lower=p.interval[0],
+                    upper=p.interval[1],
+                )
+                recorded.append(self.store.record_prediction(key, prediction, actor=actor).prediction_id)
+        return {**report.to_json(), "recorded_prediction_ids": recorded}
+
+    # --- models ---------------------------------------------------------------------------------------------
+
+    @bentoml.api(route="/v1/models")
+    @json_errors
+    def models(self, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """The loaded models with their cards (metrics, training data, intended use, limitations)."""
+        _actor(ctx)
+        cards = [{"task": "segmentation", "card": self.segmenter.card.model_dump(mode="json")}]
+        if self.outcome is not None:
+            cards.append({"task": "outcome", "card": self.outcome.card.model_dump(mode="json")})
+        return {"models": cards, "providers": list(self.segmenter.session.get_providers())}
+
+    # --- plumbing --------------------------------------------------------------------------------------------
+
+    def _analyze(
+        self, files: list[Path], patient_id: str | None, series_instance_uid: str | None, *, actor: str
+    ) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
+            source, kind = stage_upload(files, Path(scratch) / "input", patient_id=patient_id)
+            with self.analysis_slots:
+                result = analyze_study(
+                    source, Path(scratch) / "out", segmenter=self.segmenter, series_instance_uid=series_instance_uid
+                )
+            analysis = self.store.attach_analysis(result, actor=actor, patient_identifier=patient_id)
+        return _analysis_reply(analysis, result.document, input_kind=kind)
+
+    def _scratch(self) -> Path:
+        path = self.spool / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _watch_inbox(self) -> None:
+        """Analyse each pushed study once it has been quiet for serve_study_quiet_seconds."""
+        while not self._stop.wait(1.0):
+            try:
+                for study in self.inbox.due(quiet_seconds=self.settings.serve_study_quiet_seconds):
+                    claimed = self.inbox.claim(study)
+                    if claimed is not None:
+                        self._analyze_pushed(claimed)
+            except Exception:  # the watcher must survive anything; the study's failure is recorded below
+                log.exception("inbox watcher")
+
+    def _analyze_pushed(self, claimed) -> None:
+        try:
+            with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
+                with self.analysis_slots:
+                    result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
+                analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow")
+        except Exception as exc:
+            log.warning("inbox: a pushed study failed (%s); kept in the failed queue", type(exc).__name__)
+            self.inbox.fail(claimed, f"{type(exc).__name__}: {exc}")
+            return
+        self.inbox.finish(claimed, analysis_id=analysis.analysis_id, series_instance_uid=analysis.series_instance_uid)
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+TwinImaging.add_asgi_middleware(ApiKeyMiddleware)  # keys file and body limit from the settings at start-up
+
+
+def _actor(ctx: bentoml.Context) -> str:
+    principal = getattr(ctx.request.state, "principal", None)
+    if principal is None:  # the middleware lets no keyless request through to an API; refuse if it ever did
+        raise ApiError(401, "a valid API key is required")
+    return principal.actor
+
+
+def _with_nifti_suffix(path: Path, scratch: Path) -> Path:
+    """nibabel picks the reader by suffix; an upload named otherwise is tried as .nii.gz then .nii."""
+    name = path.name
+    if name.endswith((".nii", ".nii.gz")):
+        return path
+    with open(path, "rb") as stream:
+        gzipped = stream.read(2) == b"\x1f\x8b"
+    target = scratch / ("mask.nii.gz" if gzipped else "mask.nii")
+    shutil.copyfile(path, target)
+    return target
+
+
+def _analysis_reply(analysis: v.AnalysisView, document, *, input_kind: str) -> dict[str, Any]:
+    body = v.to_jsonable(analysis)
+    body["input_kind"] = input_kind
+    body["series_found"] = [c.model_dump() for c in document.input.series_found]
+    body["warnings"] = list(document.input.warnings)
+    body["structures_not_found"] = list(document.structures_not_found)
+    body["downloads"] = [
+        {
+            "kind": a.kind,
+            "name": a.name,
+            "route": "/v1/artifacts/download",
+            "body": {"analysis_id": analysis.analysis_id, "kind": a.kind, "name": a.name},
+        }
+        for a in analysis.artifacts
+    ]
+    return body

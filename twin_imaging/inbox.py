@@ -1,0 +1,153 @@
+"""Where DICOM instances pushed to us (STOW-RS now, a C-STORE listener next) wait until their study is complete.
+
+    inbox = StudyInbox(settings.serve_spool_dir / "inbox")
+    inbox.store(part_bytes)                        # durable (fsync) before the sender is told it is stored
+    for study in inbox.due(quiet_seconds=5):       # no instance of it has arrived for 5 s
+        claimed = inbox.claim(study)               # atomic rename: one worker wins
+        ... analyse claimed.path ...; inbox.finish(claimed, analysis_id=...) or inbox.fail(claimed, message)
+
+Layout under the root: ``incoming/<study>/<sop>.dcm``, ``processing/<study>.<n>/``, ``failed/<study>.<n>/`` (with
+``error.txt``; kept, so nothing pushed is lost) and ``done/<study>.json``. A study left in ``processing`` by a crash
+goes back to ``incoming`` on ``recover()`` and is analysed again (attaching to the twin is idempotent).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from twin_imaging.errors import DicomInputError
+from twin_imaging.files import atomic_path, write_bytes_atomic
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+# Image storage SOP classes the pipeline can analyse (CT, Enhanced CT, MR, Enhanced MR).
+IMAGE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.840.10008.5.1.4.1.1.2.1",
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.5.1.4.1.1.4.1",
+    }
+)
+
+
+class UnsupportedSopClassError(DicomInputError):
+    def __init__(self, sop_class_uid: str) -> None:
+        super().__init__(f"SOP class {sop_class_uid} is not a CT or MR image this service analyses")
+        self.sop_class_uid = sop_class_uid
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+
+
+@dataclass(frozen=True)
+class ClaimedStudy:
+    study_instance_uid: str
+    path: Path
+
+
+class StudyInbox:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        for name in ("incoming", "processing", "failed", "done"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def store(self, data: bytes) -> StoredInstance:
+        """Check one Part 10 instance and write it durably; refuses non-DICOM bytes and non-image SOP classes."""
+        try:
+            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        except (InvalidDicomError, Exception) as exc:  # pydicom raises several kinds on garbage
+            raise DicomInputError(f"not a DICOM Part 10 instance: {exc}") from None
+        uids = [str(header.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+        sop_class = str(header.get("SOPClassUID", ""))
+        if not all(_UID.match(u) and len(u) <= 64 for u in [*uids, sop_class]):
+            raise DicomInputError(
+                "the instance lacks a valid StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID or SOPClassUID"
+            )
+        if sop_class not in IMAGE_SOP_CLASSES:
+            raise UnsupportedSopClassError(sop_class)
+        study, series, sop = uids
+        write_bytes_atomic(self.root / "incoming" / study / f"{sop}.dcm", data)
+        return StoredInstance(study, series, sop, sop_class)
+
+    def due(self, *, quiet_seconds: float) -> list[str]:
+        """Studies in ``incoming`` whose newest instance arrived at least ``quiet_seconds`` ago, oldest first."""
+        now, found = time.time(), []
+        for folder in (self.root / "incoming").iterdir():
+            try:
+                newest = max((f.stat().st_mtime for f in folder.iterdir()), default=folder.stat().st_mtime)
+            except FileNotFoundError:  # claimed meanwhile
+                continue
+            if now - newest >= quiet_seconds:
+                found.append((newest, folder.name))
+        return [name for _, name in sorted(found)]
+
+    def claim(self, study_instance_uid: str) -> ClaimedStudy | None:
+        """Move the study to ``processing`` (atomic); None where another worker claimed it first."""
+        target = self._fresh(self.root / "processing", study_instance_uid)
+        try:
+            os.rename(self.root / "incoming" / study_instance_uid, target)
+        except FileNotFoundError:
+            return None
+        return ClaimedStudy(study_instance_uid, target)
+
+    def finish(self, claimed: ClaimedStudy, **outcome: object) -> None:
+        record = {"state": "done", "finished": time.time(), **outcome}
+        write_bytes_atomic(self.root / "done" / f"{claimed.study_instance_uid}.json", json.dumps(record).encode())
+        shutil.rmtree(claimed.path, ignore_errors=True)
+
+    def fail(self, claimed: ClaimedStudy, message: str) -> Path:
+        """Keep the instances in ``failed`` with the reason, for a person to look at or resubmit."""
+        target = self._fresh(self.root / "failed", claimed.study_instance_uid)
+        os.rename(claimed.path, target)
+        with atomic_path(target / "error.txt") as temporary:
+            temporary.write_text(message + "\n", encoding="utf-8")
+        return target
+
+    def state(self, study_instance_uid: str) -> dict[str, object]:
+        """Where a study stands: waiting, processing, done (with its outcome), failed (with the reason), unknown."""
+        if not _UID.match(study_instance_uid or ""):
+            raise DicomInputError(f"{study_instance_uid!r} is not a DICOM UID")
+        incoming = self.root / "incoming" / study_instance_uid
+        if incoming.is_dir():
+            return {"state": "waiting", "instances": sum(1 for _ in incoming.glob("*.dcm"))}
+        if any((self.root / "processing").glob(f"{study_instance_uid}.*")):
+            return {"state": "processing"}
+        failed = sorted((self.root / "failed").glob(f"{study_instance_uid}.*"))
+        done = self.root / "done" / f"{study_instance_uid}.json"
+        if done.is_file() and (not failed or done.stat().st_mtime >= failed[-1].stat().st_mtime):
+            return json.loads(done.read_text(encoding="utf-8"))
+        if failed:
+            return {"state": "failed", "error": (failed[-1] / "error.txt").read_text(encoding="utf-8").strip()}
+        return {"state": "unknown"}
+
+    def recover(self) -> int:
+        """Studies a crash left in ``processing`` go back to ``incoming``; returns how many."""
+        moved = 0
+        for folder in (self.root / "processing").iterdir():
+            study = folder.name.rsplit(".", 1)[0]
+            target = self.root / "incoming" / study
+            target.mkdir(exist_ok=True)
+            for item in folder.iterdir():
+                os.replace(item, target / item.name)
+            folder.rmdir()
+            moved += 1
+        return moved
+
+    @staticmethod
+    def _fresh(parent: Path, study_instance_uid: str) -> Path:
+        return parent / f"{study_instance_uid}.{time.time_ns()}"
