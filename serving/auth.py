@@ -122,6 +122,9 @@ class ApiKeyMiddleware:
             return await _reply(
                 send, 413, f"request body of {declared} bytes is over the limit of {self.max_body_bytes} bytes"
             )
+        problem = _content_type_problem(scope)
+        if problem is not None:
+            return await _reply(send, *problem)
         started = False
 
         async def watched_send(message: dict) -> None:
@@ -137,14 +140,36 @@ class ApiKeyMiddleware:
             await _reply(send, 413, str(exc))
 
 
-def _content_length(scope: dict) -> int | None:
+# Routes whose input has file fields: multipart/form-data only (BentoML would otherwise read a JSON body as a URL
+# to download).
+FILE_ROUTES = frozenset({"/v1/analyze", "/v1/analyze_job", "/v1/analyze_job/submit", "/v1/outcome/predict"})
+
+
+def _header(scope: dict, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", []):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name.lower() == wanted:
+            return value.decode("latin-1")
     return None
+
+
+def _content_type_problem(scope: dict) -> tuple[int, str] | None:
+    if scope.get("method") != "POST":
+        return None
+    content_type = _header(scope, b"content-type") or ""
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("multipart/") and "boundary=" not in content_type.lower():
+        return 400, f"the {media} content type has no boundary parameter"
+    if scope["path"] in FILE_ROUTES and media != "multipart/form-data":
+        return 415, f"{scope['path']} takes multipart/form-data (file uploads), got {media or 'no content type'!r}"
+    return None
+
+
+def _content_length(scope: dict) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 class BodyTooLarge(BaseException):

@@ -26,6 +26,7 @@ from starlette.responses import FileResponse
 from serving.auth import ApiKeyMiddleware
 from serving.dicomweb import dicomweb_app
 from serving.errors import ApiError, json_errors
+from serving.hardening import harden_bentoml
 from serving.uploads import stage_upload
 from twin_imaging.errors import ModelError
 from twin_imaging.inbox import StudyInbox
@@ -41,6 +42,7 @@ from twin_imaging.twin.fhir_export import export_bundle
 from twin_imaging.twin.store import TwinStore
 
 log = logging.getLogger(__name__)
+harden_bentoml()
 PatientId = Annotated[
     str, Field(min_length=1, max_length=64, description="PatientID as the PACS knows it, or the twin's patient key")
 ]

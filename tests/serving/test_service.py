@@ -134,8 +134,10 @@ def test_upload_refusals_name_the_problem(api, studies, tmp_path):
     assert "../" in error_of(evil, 422) or "escape" in evil.json()["error"]
     mixed = [*files_of(studies.pre)[:5], ("files", ("notes.txt", b"hello, not DICOM", "text/plain"))]
     assert "notes.txt" in error_of(api.post("/v1/analyze", "integration", files=mixed), 422)
-    assert "files" in json.dumps(api.post("/v1/analyze", "integration", data={"patient_id": "X"}).json())
-    assert api.post("/v1/analyze", "integration", data={"patient_id": "X"}).status_code == 400
+    no_files = api.post(
+        "/v1/analyze", "integration", data={"patient_id": "X"}, files=[("other", ("a", b"", "text/plain"))]
+    )
+    assert no_files.status_code == 400 and "files" in no_files.text
     nifti = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4)), nifti)
     no_patient = api.post(
@@ -148,6 +150,30 @@ def test_upload_refusals_name_the_problem(api, studies, tmp_path):
         files=[("files", ("x.dcm", b"\0" * 128 + b"DICM" + b"\1" * 64, "application/dicom"))],
     )
     assert garbage.status_code == 422, garbage.text
+
+
+def test_malformed_bodies_are_4xx_and_no_url_is_ever_fetched(api):
+    as_json = api.post("/v1/analyze", "integration", json="http://example.org/study.zip")
+    assert "multipart/form-data" in error_of(as_json, 415)
+    no_boundary = api.post(
+        "/v1/twin/timeline", "clinician", content=b"{}", headers={"content-type": "multipart/form-data"}
+    )
+    assert "boundary" in error_of(no_boundary, 400)
+    url_as_file = api.post(
+        "/v1/analyze",
+        "integration",
+        data={"files": "http://127.0.0.1:1/x.dcm"},
+        files=[("dummy", ("a", b"", "text/plain"))],
+    )
+    assert url_as_file.status_code == 400 and "uploaded file" in url_as_file.text
+    boundary = "b0undary"
+    broken = api.post(
+        "/v1/analyze",
+        "integration",
+        content=f"--{boundary}\r\n[]--{boundary}--\r\n".encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert broken.status_code == 400 and "multipart" in broken.text
 
 
 def test_a_nifti_with_a_patient_id_is_analysed_and_attached(api, studies, tmp_path):
@@ -169,7 +195,7 @@ def test_a_nifti_with_a_patient_id_is_analysed_and_attached(api, studies, tmp_pa
 def test_bodies_over_the_limits_get_413(api, studies):
     big = b"\0" * (MAX_UPLOAD_BYTES + 1)
     assert "limit" in error_of(
-        api.post("/v1/analyze", "integration", content=big, headers={"content-type": "application/octet-stream"}), 413
+        api.post("/v1/analyze", "integration", content=big, headers={"content-type": "multipart/form-data; boundary=x"}), 413
     )
 
     def chunks():  # no Content-Length: the limit holds on the bytes as they arrive
@@ -177,7 +203,7 @@ def test_bodies_over_the_limits_get_413(api, studies):
             yield b"\0" * (1024 * 1024)
 
     assert "limit" in error_of(
-        api.post("/v1/analyze", "integration", content=chunks(), headers={"content-type": "application/octet-stream"}),
+        api.post("/v1/analyze", "integration", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}),
         413,
     )
     padded = [

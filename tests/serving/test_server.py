@@ -1,0 +1,173 @@
+"""The real server: `bentoml serve` as a subprocess on 127.0.0.1 and a free port, as a hospital would run it.
+
+Uploads the phantom study as a job, waits for it, downloads the SEG and reads the twin; serves metrics; and a
+bounded schemathesis run over its OpenAPI document finds no 500.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+
+from tests.serving.conftest import files_of
+from twin_imaging.access import ApiKeyRegistry
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    keys: dict[str, str]
+    startup_s: float
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+def start_server(root: Path, *, extra_env: dict[str, str] | None = None):
+    registry = ApiKeyRegistry.load(root / "keys.json")
+    keys = {role: registry.create(f"e2e-{role}", role=role) for role in ("integration", "clinician", "admin")}
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "TWIN_IMAGING_DATA_DIR": str(root / "data"),
+        "TWIN_IMAGING_API_KEYS_FILE": str(root / "keys.json"),
+        "TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "1",
+        **(extra_env or {}),
+    }
+    started = time.monotonic()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 (closed with the process)
+    process = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", "serving.service:TwinImaging", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited: {(root / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError(f"bentoml serve not ready in 90 s: {(root / 'server.log').read_text()[-3000:]}")
+    return process, Server(url, keys, time.monotonic() - started), log
+
+
+def stop_server(process, log) -> None:
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process, running, log = start_server(tmp_path_factory.mktemp("server"))
+    print(f"\nbentoml serve ready in {running.startup_s:.1f} s")
+    yield running
+    stop_server(process, log)
+
+
+def wait_for_job(server: Server, route: str, task_id: str, *, timeout_s: float = 300) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(
+            f"{server.url}{route}/status",
+            params={"task_id": task_id},
+            headers=server.headers("integration"),
+            timeout=30,
+        ).json()["status"]
+        if status not in ("pending", "in_progress"):
+            return status
+        time.sleep(0.5)
+    raise TimeoutError(f"job {task_id} still running after {timeout_s} s")
+
+
+def test_a_study_goes_in_as_a_job_and_its_seg_and_twin_come_out(server, studies):
+    client = httpx.Client(base_url=server.url, timeout=120)
+    submitted = client.post(
+        "/v1/analyze_job/submit", files=files_of(studies.pre), headers=server.headers("integration")
+    )
+    assert submitted.status_code == 200, submitted.text
+    task_id = submitted.json()["task_id"]
+    assert wait_for_job(server, "/v1/analyze_job", task_id) == "completed"
+    result = client.get("/v1/analyze_job/get", params={"task_id": task_id}, headers=server.headers("integration"))
+    analysis = result.json()
+    assert analysis["study_instance_uid"] == studies.pre_uid
+    seg = client.post(
+        "/v1/artifacts/download",
+        json={"analysis_id": analysis["analysis_id"], "kind": "dicom_seg"},
+        headers=server.headers("integration"),
+    )
+    dataset = pydicom.dcmread(io.BytesIO(seg.content))
+    assert dataset.Modality == "SEG" and dataset.StudyInstanceUID == studies.pre_uid
+    assert {s.SegmentLabel for s in dataset.SegmentSequence} >= {"liver", "spleen"}
+    twin = client.post("/v1/twin/get", json={"patient_id": "API-PATIENT-1"}, headers=server.headers("clinician"))
+    assert twin.status_code == 200
+    assert [a["analysis_id"] for a in twin.json()["analyses"]] == [analysis["analysis_id"]]
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
+    assert client.post("/v1/twin/get", json={"patient_id": "API-PATIENT-1"}).status_code == 401
+
+
+def test_schemathesis_finds_no_server_error(server, tmp_path):
+    """A bounded run over every operation of the served OpenAPI document: the coverage phase (boundary values,
+    malformed content types; about 550 cases) and 10 fuzzed examples per operation (about 700 in all, 4 s)."""
+    report = tmp_path / "schemathesis.txt"
+    command = [
+        str(BIN / "schemathesis"),
+        "run",
+        f"{server.url}/docs.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "10",
+        "--phases",
+        "examples,fuzzing",
+        "--seed",
+        "2026",
+        "--request-timeout",
+        "120",
+        "--header",
+        f"Authorization: Bearer {server.keys['admin']}",
+        "--no-color",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}
+    )
+    report.write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-6000:]
