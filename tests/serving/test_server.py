@@ -8,101 +8,30 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
 
+from serving.launch import RunningServer, start_server
 from tests.serving.conftest import files_of
-from twin_imaging.access import ApiKeyRegistry
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    keys: dict[str, str]
-    startup_s: float
-
-    def headers(self, role: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[role]}"}
-
-
-def start_server(root: Path, *, extra_env: dict[str, str] | None = None):
-    registry = ApiKeyRegistry.load(root / "keys.json")
-    keys = {role: registry.create(f"e2e-{role}", role=role) for role in ("integration", "clinician", "admin")}
-    port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TWIN_IMAGING_DATA_DIR": str(root / "data"),
-        "TWIN_IMAGING_API_KEYS_FILE": str(root / "keys.json"),
-        "TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "1",
-        **(extra_env or {}),
-    }
-    started = time.monotonic()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 (closed with the process)
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "serving.service:TwinImaging", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited: {(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    else:
-        process.kill()
-        raise RuntimeError(f"bentoml serve not ready in 90 s: {(root / 'server.log').read_text()[-3000:]}")
-    return process, Server(url, keys, time.monotonic() - started), log
-
-
-def stop_server(process, log) -> None:
-    import signal
-
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process, running, log = start_server(tmp_path_factory.mktemp("server"))
+    running = start_server(tmp_path_factory.mktemp("server"), env={"TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "1"})
     print(f"\nbentoml serve ready in {running.startup_s:.1f} s")
     yield running
-    stop_server(process, log)
+    running.stop()
 
 
-def wait_for_job(server: Server, route: str, task_id: str, *, timeout_s: float = 300) -> str:
+def wait_for_job(server: RunningServer, route: str, task_id: str, *, timeout_s: float = 300) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = httpx.get(

@@ -195,7 +195,10 @@ def test_a_nifti_with_a_patient_id_is_analysed_and_attached(api, studies, tmp_pa
 def test_bodies_over_the_limits_get_413(api, studies):
     big = b"\0" * (MAX_UPLOAD_BYTES + 1)
     assert "limit" in error_of(
-        api.post("/v1/analyze", "integration", content=big, headers={"content-type": "multipart/form-data; boundary=x"}), 413
+        api.post(
+            "/v1/analyze", "integration", content=big, headers={"content-type": "multipart/form-data; boundary=x"}
+        ),
+        413,
     )
 
     def chunks():  # no Content-Length: the limit holds on the bytes as they arrive
@@ -203,7 +206,9 @@ def test_bodies_over_the_limits_get_413(api, studies):
             yield b"\0" * (1024 * 1024)
 
     assert "limit" in error_of(
-        api.post("/v1/analyze", "integration", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}),
+        api.post(
+            "/v1/analyze", "integration", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+        ),
         413,
     )
     padded = [
