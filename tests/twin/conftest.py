@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from twin_imaging.testing import (
     write_phantom_study,
     write_threshold_model_package,
 )
+from twin_imaging.testing.network import free_port
 from twin_imaging.twin.database import database_url as parse_url
 from twin_imaging.twin.store import TwinStore
 
@@ -57,12 +57,6 @@ def postgres_bin() -> Path | None:
     """The newest installed PostgreSQL's bin folder (Debian's layout), or None."""
     found = [p for p in POSTGRES_ROOT.glob("*/bin") if (p / "initdb").is_file() and (p / "pg_ctl").is_file()]
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, default=None)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -100,7 +94,7 @@ def postgres_server():
     run = dict(check=True, capture_output=True, text=True, timeout=120)
     initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth=trust", "-E", "UTF8", "--no-sync"]
     subprocess.run([*as_user, *initdb], **run)
-    port = _free_port()
+    port = free_port()
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data)]
     try:

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from twin_imaging.twin import views as v
-from twin_imaging.twin.schema import Alert, Analysis, Observation, Patient, Prediction, Procedure, Series, Study
+from twin_imaging.twin.schema import (
+    Alert,
+    Analysis,
+    Artifact,
+    Observation,
+    Patient,
+    Prediction,
+    Procedure,
+    Series,
+    Study,
+)
 
 
 def patient_view(p: Patient) -> v.PatientView:
@@ -45,12 +55,13 @@ def analysis_view(a: Analysis, study: Study, series: Series) -> v.AnalysisView:
             )
             for m in sorted(a.measurements, key=lambda m: m.label)
         ),
-        artifacts=tuple(
-            v.ArtifactView(
-                kind=x.kind, uri=x.uri, sha256=x.sha256, size_bytes=x.size_bytes, media_type=x.media_type, name=x.name
-            )
-            for x in sorted(a.artifacts, key=lambda x: x.id)
-        ),
+        artifacts=tuple(artifact_view(x) for x in sorted(a.artifacts, key=lambda x: x.id)),
+    )
+
+
+def artifact_view(x: Artifact) -> v.ArtifactView:
+    return v.ArtifactView(
+        kind=x.kind, uri=x.uri, sha256=x.sha256, size_bytes=x.size_bytes, media_type=x.media_type, name=x.name
     )
 
 

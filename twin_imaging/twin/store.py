@@ -334,14 +334,7 @@ class TwinStore:
                     f"{sorted(a.name for a in matches)}"
                 )
             found = matches[0]
-            view = v.ArtifactView(
-                kind=found.kind,
-                uri=found.uri,
-                sha256=found.sha256,
-                size_bytes=found.size_bytes,
-                media_type=found.media_type,
-                name=found.name,
-            )
+            view = mapping.artifact_view(found)
             audit(session, actor, "read_artifact", row.series.study.patient.patient_key, "artifact", found.id)
         self.artifacts.verify(view.uri)
         return view, self.artifacts.path(view.uri)
