@@ -444,11 +444,14 @@ def _configure_logging(level: int) -> None:
 def _register_groups() -> None:
     from twin_imaging.cli_access import api_key
     from twin_imaging.cli_outcome import outcome
+    from twin_imaging.cli_pacs import listen, pacs
     from twin_imaging.cli_twin import twin
 
     cli.add_command(twin)
     cli.add_command(outcome)
     cli.add_command(api_key)
+    cli.add_command(pacs)
+    cli.add_command(listen)
 
 
 _register_groups()

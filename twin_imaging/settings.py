@@ -100,6 +100,26 @@ class Settings(BaseSettings):
         description="a study pushed by STOW-RS is analysed once no instance of it has arrived for this long",
     )
 
+    # PACS integration (twin_imaging.pacs): DICOMweb credentials, the outbox of results, the DICOM listener
+    pacs_username: str | None = Field(default=None, description="DICOMweb basic auth user (with pacs_password)")
+    pacs_password: SecretStr | None = Field(default=None, description="DICOMweb basic auth password")
+    pacs_token: SecretStr | None = Field(default=None, description="DICOMweb bearer token (instead of basic auth)")
+    outbox_dir: Path | None = Field(default=None, description="results waiting for delivery; None = data_dir/outbox")
+    outbox_retry_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="first wait before a failed delivery is retried; doubles per attempt, up to an hour",
+    )
+    listener_ae_title: str = Field(default="TWIN", min_length=1, max_length=16)
+    listener_port: int = Field(default=11112, ge=1, le=65535)
+    listener_allowed_calling_aets: str = Field(
+        default="", description="comma list of calling AE titles accepted; empty = any (configure it in production)"
+    )
+    listener_max_associations: int = Field(default=8, ge=1)
+    listener_study_quiet_seconds: float = Field(
+        default=10.0, gt=0, description="a received study is complete when no instance has arrived for this long"
+    )
+
     @model_validator(mode="after")
     def _fill_twin_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
@@ -109,6 +129,8 @@ class Settings(BaseSettings):
             self.artifacts_dir = self.data_dir / "artifacts"
         if self.api_keys_file is None:
             self.api_keys_file = self.data_dir / "api_keys.json"
+        if self.outbox_dir is None:
+            self.outbox_dir = self.data_dir / "outbox"
         if self.serve_spool_dir is None:
             self.serve_spool_dir = self.data_dir / "spool"
         return self

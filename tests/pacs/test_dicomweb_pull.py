@@ -1,0 +1,98 @@
+"""DICOMweb both ways against a real Orthanc: a study is stored, pulled, analysed, and its SEG, SR and overlay
+captures land in the same Orthanc study, referencing the source series, and pass dciodvfy."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import shared_file
+from tests.pacs.conftest import dciodvfy_errors
+from twin_imaging.cli import cli
+from twin_imaging.settings import get_settings
+from twin_imaging.testing import PatientSpec, SeriesSpec, StudySpec, copy_series_with_uids, write_phantom_study
+from twin_imaging.testing.phantom import PhantomGeometry
+
+GEOMETRY = PhantomGeometry(shape=(96, 96, 40), spacing_mm=(4.0, 4.0, 5.0))
+SEG, SR, SC = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"
+
+
+@pytest.fixture()
+def pacs_env(monkeypatch, orthanc):
+    monkeypatch.setenv("TWIN_IMAGING_PACS_USERNAME", "twin")
+    monkeypatch.setenv("TWIN_IMAGING_PACS_PASSWORD", "pacs-secret")
+    return orthanc
+
+
+def pull(orthanc, study_uid: str):
+    return CliRunner().invoke(cli, ["pacs", "pull", "--url", orthanc.dicomweb_url, "--study", study_uid])
+
+
+def results_in_orthanc(orthanc, study_uid: str) -> dict[str, dict]:
+    return {s["SOPClassUID"]: s for s in orthanc.study_series(study_uid) if s["SOPClassUID"] in (SEG, SR, SC)}
+
+
+def test_a_phantom_study_with_several_series_is_pulled_analysed_and_its_results_pushed_back(pacs_env, tmp_path):
+    orthanc = pacs_env
+    study = write_phantom_study(
+        tmp_path / "study",
+        (
+            SeriesSpec(geometry=GEOMETRY, series_number=1, kind="localizer"),
+            SeriesSpec(geometry=PhantomGeometry(shape=(96, 96, 10), spacing_mm=(4.0, 4.0, 20.0)), series_number=2),
+            SeriesSpec(geometry=GEOMETRY, series_number=3),
+        ),
+        patient=PatientSpec(patient_id="PACS-1"),
+        study=StudySpec(accession_number="PACS0001"),
+    )
+    orthanc.upload(study.paths)
+    result = pull(orthanc, study.study_instance_uid)
+    assert result.exit_code == 0, result.output
+    assert "results stored in the PACS" in result.output
+    chosen = study.series_by_number(3).series_instance_uid
+    found = results_in_orthanc(orthanc, study.study_instance_uid)
+    assert set(found) == {SEG, SR, SC}, found
+    seg = pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(found[SEG]["Instances"][0])))
+    assert seg.StudyInstanceUID == study.study_instance_uid and seg.PatientID == "PACS-1"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == chosen  # the thin series, not the localizer
+    codes = {s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator for s in seg.SegmentSequence}
+    assert codes == {"SCT"} and all("RecommendedDisplayCIELabValue" in s for s in seg.SegmentSequence)
+    sc = pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(found[SC]["Instances"][0])))
+    assert sc.StudyInstanceUID == study.study_instance_uid and sc.PhotometricInterpretation == "RGB"
+    for series in found.values():
+        for instance in series["Instances"]:
+            assert not dciodvfy_errors(orthanc.instance_file(instance), tmp_path), series["SOPClassUID"]
+    why = pull(orthanc, study.study_instance_uid)  # again: the twin keeps one analysis; the PACS gets the same UIDs
+    assert why.exit_code == 0, why.output
+    assert "series 3" in result.output.lower() or chosen[:10] in result.output
+
+
+def test_the_real_series_goes_through_orthanc_and_back(pacs_env, tmp_path, shared_data):
+    orthanc = pacs_env
+    paths = copy_series_with_uids(shared_file(shared_data, "totalsegmentator/example_ct_dicom"), tmp_path / "real")
+    study_uid = pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
+    orthanc.upload(paths)
+    result = pull(orthanc, study_uid)
+    assert result.exit_code == 0, result.output
+    found = results_in_orthanc(orthanc, study_uid)
+    assert {SEG, SR} <= set(found)
+    for sop_class in (SEG, SR):
+        assert not dciodvfy_errors(orthanc.instance_file(found[sop_class]["Instances"][0]), tmp_path)
+
+
+def test_wrong_credentials_and_an_unknown_study_are_clear_errors(orthanc, monkeypatch):
+    monkeypatch.setenv("TWIN_IMAGING_PACS_USERNAME", "twin")
+    monkeypatch.setenv("TWIN_IMAGING_PACS_PASSWORD", "wrong")
+    refused = pull(orthanc, "1.2.3.4.5")
+    assert refused.exit_code != 0 and "401" in refused.output
+    monkeypatch.setenv("TWIN_IMAGING_PACS_PASSWORD", "pacs-secret")
+    get_settings.cache_clear()
+    missing = pull(orthanc, "1.2.3.4.5")
+    assert missing.exit_code != 0 and "not found" in missing.output
+
+
+def test_a_bearer_token_is_sent_as_such(monkeypatch):
+    from twin_imaging.pacs.dicomweb import DicomWebAuth, DicomWebPeer
+
+    peer = DicomWebPeer("http://127.0.0.1:1/dicom-web", DicomWebAuth(token="abc.def"))
+    assert peer.session.headers["Authorization"] == "Bearer abc.def" and peer.session.auth is None

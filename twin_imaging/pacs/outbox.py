@@ -1,0 +1,148 @@
+"""Results waiting to be delivered to a PACS, on disk, so that an outage or a restart loses nothing.
+
+    outbox = Outbox(settings.outbox_dir)
+    outbox.enqueue(datasets, Destination.dicomweb(url), label="analysis 12")   # written before anything is sent
+    outbox.deliver_due(send)          # each due item: sent → moved to sent/; failed → retried later (backoff)
+
+Layout: ``pending/<id>/`` (``job.json`` + one ``.dcm`` per instance; an item appears there whole, by rename),
+``sent/<id>.json`` (what was delivered where, when). A failed item stays in ``pending`` with its attempts, its next
+attempt time and the errors, and is retried with a doubling wait (capped at an hour) until it is delivered; nothing
+is dropped. Credentials are never written here: a delivery reads them from the settings.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from twin_imaging.files import write_bytes_atomic
+from twin_imaging.pacs.dicomweb import PacsError
+
+MAX_WAIT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Destination:
+    kind: str  # "dicomweb" or "dimse"
+    url: str | None = None  # dicomweb: the service root, e.g. http://pacs/dicom-web
+    host: str | None = None  # dimse
+    port: int | None = None
+    ae_title: str | None = None
+
+    @classmethod
+    def dicomweb(cls, url: str) -> Destination:
+        return cls("dicomweb", url=url.rstrip("/"))
+
+    @classmethod
+    def dimse(cls, host: str, port: int, ae_title: str) -> Destination:
+        return cls("dimse", host=host, port=int(port), ae_title=ae_title)
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """``http(s)://…`` (STOW-RS) or ``AET@host:port`` (C-STORE)."""
+        if text.startswith(("http://", "https://")):
+            return cls.dicomweb(text)
+        aet, at, address = text.partition("@")
+        host, colon, port = address.rpartition(":")
+        if not (at and colon and aet and host and port.isdigit()):
+            raise ValueError(f"a destination is a DICOMweb URL or AET@host:port, got {text!r}")
+        return cls.dimse(host, int(port), aet)
+
+    def describe(self) -> str:
+        return self.url if self.kind == "dicomweb" else f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass
+class OutboxItem:
+    item_id: str
+    destination: Destination
+    label: str
+    attempts: int = 0
+    next_attempt: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    def datasets(self) -> list[Dataset]:
+        return [pydicom.dcmread(p) for p in sorted(self.path.glob("*.dcm"))]
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: tuple[str, ...]
+    retrying: tuple[str, ...]
+
+
+SendFunction = Callable[[Destination, list[Dataset]], None]
+
+
+class Outbox:
+    def __init__(self, root: str | os.PathLike, *, retry_seconds: float = 10.0) -> None:
+        self.root = Path(root)
+        self.retry_seconds = retry_seconds
+        for name in ("staging", "pending", "sent"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def enqueue(self, datasets: Sequence[Dataset], destination: Destination, *, label: str) -> str:
+        item_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        staging = self.root / "staging" / item_id
+        staging.mkdir()
+        for number, dataset in enumerate(datasets):
+            buffer = io.BytesIO()
+            pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+            write_bytes_atomic(staging / f"{number:04d}.dcm", buffer.getvalue())
+        self._write_job(staging, OutboxItem(item_id, destination, label))
+        os.rename(staging, self.root / "pending" / item_id)  # the item appears whole or not at all
+        return item_id
+
+    def pending(self) -> list[OutboxItem]:
+        items = []
+        for folder in sorted((self.root / "pending").iterdir()):
+            data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+            data["destination"] = Destination(**data["destination"])
+            items.append(OutboxItem(**data, path=folder))
+        return items
+
+    def deliver_due(self, send: SendFunction, *, now: float | None = None, force: bool = False) -> DeliveryReport:
+        """Try every item whose next attempt is due (every item with ``force``)."""
+        now = time.time() if now is None else now
+        sent, retrying = [], []
+        for item in self.pending():
+            if not force and item.next_attempt > now:
+                continue
+            try:
+                send(item.destination, item.datasets())
+            except PacsError as exc:
+                item.attempts += 1
+                item.next_attempt = time.time() + min(self.retry_seconds * 2 ** (item.attempts - 1), MAX_WAIT_S)
+                item.errors = [*item.errors[-9:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {exc}"]
+                self._write_job(item.path, item)
+                retrying.append(item.item_id)
+                continue
+            record = {
+                "item_id": item.item_id,
+                "label": item.label,
+                "destination": item.destination.describe(),
+                "attempts": item.attempts + 1,
+                "delivered": time.time(),
+                "instances": len(list(item.path.glob("*.dcm"))),
+            }
+            write_bytes_atomic(self.root / "sent" / f"{item.item_id}.json", json.dumps(record).encode())
+            shutil.rmtree(item.path)
+            sent.append(item.item_id)
+        return DeliveryReport(tuple(sent), tuple(retrying))
+
+    @staticmethod
+    def _write_job(folder: Path, item: OutboxItem) -> None:
+        data = asdict(item)
+        data.pop("path")
+        write_bytes_atomic(folder / "job.json", json.dumps(data, indent=2).encode())
