@@ -1,0 +1,184 @@
+"""The DICOM listener against a real Orthanc: Orthanc sends a study by C-STORE (its REST /modalities/{id}/store),
+the listener analyses it once quiet and the results arrive back in Orthanc. Refusals, AE titles, an outage of the
+PACS while results are pushed (kept, then delivered, across a listener restart)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.pacs.conftest import dciodvfy_errors, require_orthanc
+from twin_imaging.testing import PatientSpec, SeriesSpec, write_phantom_study
+from twin_imaging.testing.network import free_port
+from twin_imaging.testing.orthanc import OrthancServer
+from twin_imaging.testing.phantom import PhantomGeometry
+
+GEOMETRY = PhantomGeometry(shape=(96, 96, 40), spacing_mm=(4.0, 4.0, 5.0))
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+class Listener:
+    def __init__(self, root: Path, port: int, orthanc: OrthancServer) -> None:
+        self.root, self.port, self.orthanc = root, port, orthanc
+        self.process = None
+
+    def start(self) -> Listener:
+        env = {
+            **os.environ,
+            "TWIN_IMAGING_DATA_DIR": str(self.root / "data"),
+            "TWIN_IMAGING_PACS_USERNAME": "twin",
+            "TWIN_IMAGING_PACS_PASSWORD": "pacs-secret",
+            "TWIN_IMAGING_OUTBOX_RETRY_SECONDS": "1",
+        }
+        command = [
+            str(Path(sys.executable).parent / "twin-imaging"),
+            "listen",
+            "--ae-title",
+            "TWIN",
+            "--port",
+            str(self.port),
+            "--allow-ae",
+            "ORTHANC",
+            "--allow-ae",
+            "TESTSCU",
+            "--quiet-seconds",
+            "1",
+            "--destination",
+            self.orthanc.dicomweb_url,
+        ]
+        self.log = open(self.root / "listener.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if echo(self.port, "TESTSCU") == 0x0000:
+                return self
+            assert self.process.poll() is None, (self.root / "listener.log").read_text()[-3000:]
+            time.sleep(0.2)
+        raise RuntimeError("the listener did not answer C-ECHO within 60 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+        self.log.close()
+
+    def outbox_items(self) -> list[dict]:
+        pending = self.root / "data" / "outbox" / "pending"
+        return [json.loads((p / "job.json").read_text()) for p in sorted(pending.glob("*"))] if pending.exists() else []
+
+
+def echo(port: int, calling: str) -> int | None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    association = ae.associate("127.0.0.1", port, ae_title="TWIN")
+    if not association.is_established:
+        return None
+    status = association.send_c_echo()
+    association.release()
+    return status.Status if status else None
+
+
+def c_store(port: int, datasets) -> list[int | None]:
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    ae = AE(ae_title="TESTSCU")
+    for sop in {ds.SOPClassUID for ds in datasets}:
+        ae.add_requested_context(sop, ExplicitVRLittleEndian)
+    association = ae.associate("127.0.0.1", port, ae_title="TWIN")
+    assert association.is_established
+    statuses = [getattr(association.send_c_store(ds), "Status", None) for ds in datasets]
+    association.release()
+    return statuses
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not happen within {timeout_s} s")
+
+
+def seg_series(orthanc: OrthancServer, study_uid: str):
+    return [s for s in orthanc.study_series(study_uid) if s["SOPClassUID"] == SEG]
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    require_orthanc()
+    root = tmp_path_factory.mktemp("listener")
+    port = free_port()
+    orthanc = OrthancServer(
+        root / "orthanc", users={"twin": "pacs-secret"}, modalities={"twin": ("TWIN", "127.0.0.1", port)}
+    ).start()
+    listener = Listener(root, port, orthanc).start()
+    yield orthanc, listener
+    listener.stop()
+    orthanc.stop()
+
+
+def test_orthanc_sends_a_study_by_c_store_and_the_results_come_back(pacs, tmp_path):
+    orthanc, _ = pacs
+    study = write_phantom_study(tmp_path / "s", (SeriesSpec(geometry=GEOMETRY),), patient=PatientSpec("LISTEN-1"))
+    orthanc.upload(study.paths)
+    study_id = orthanc.post("/tools/lookup", study.study_instance_uid.encode(), "text/plain")[0]["ID"]
+    sent = orthanc.post("/modalities/twin/store", {"Resources": [study_id], "Synchronous": True})
+    assert sent["InstancesCount"] == len(study.paths) and sent["FailedInstancesCount"] == 0
+    found = wait_for(lambda: seg_series(orthanc, study.study_instance_uid), 120, "the SEG arriving in Orthanc")
+    seg = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[0]["Instances"][0])))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == study.series[0].series_instance_uid
+    assert not dciodvfy_errors(orthanc.instance_file(found[0]["Instances"][0]), tmp_path)
+
+
+def test_c_echo_answers_and_an_unknown_calling_ae_is_refused(pacs):
+    _, listener = pacs
+    assert echo(listener.port, "TESTSCU") == 0x0000
+    assert echo(listener.port, "STRANGER") is None  # association rejected
+
+
+def test_a_non_image_sop_class_is_refused_with_0122(pacs, tmp_path):
+    _, listener = pacs
+    report = pydicom.Dataset()
+    report.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    report.SOPInstanceUID = pydicom.uid.generate_uid()
+    report.StudyInstanceUID, report.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    report.Modality, report.PatientID = "SR", "LISTEN-X"
+    report.file_meta = pydicom.dataset.FileMetaDataset()
+    report.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    assert c_store(listener.port, [report]) == [0x0122]
+
+
+def test_results_are_kept_while_the_pacs_is_down_and_delivered_after_restarts(pacs, tmp_path):
+    orthanc, listener = pacs
+    study = write_phantom_study(
+        tmp_path / "s", (SeriesSpec(geometry=GEOMETRY),), patient=PatientSpec("LISTEN-2"), seed=5
+    )
+    orthanc.stop()
+    try:
+        datasets = [pydicom.dcmread(p) for p in study.paths]
+        assert set(c_store(listener.port, datasets)) == {0x0000}  # stored durably before each answer
+        item = wait_for(
+            lambda: [i for i in listener.outbox_items() if i["attempts"] >= 1], 120, "a failed delivery being queued"
+        )
+        assert "cannot be reached" in item[0]["errors"][-1]
+        listener.stop()  # the queue must survive a restart of the listener too
+        listener.start()
+    finally:
+        orthanc.start()
+    wait_for(lambda: seg_series(orthanc, study.study_instance_uid), 120, "the queued SEG arriving after the outage")
+    wait_for(lambda: not listener.outbox_items(), 30, "the outbox emptying")

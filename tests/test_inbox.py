@@ -1,0 +1,58 @@
+"""The inbox of pushed instances: durable, refuses what it cannot analyse, hands a quiet study to one worker, keeps
+failures, and gives studies interrupted by a crash back."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pydicom
+import pytest
+
+from twin_imaging.errors import DicomInputError
+from twin_imaging.inbox import StudyInbox, UnsupportedSopClassError
+from twin_imaging.testing import SeriesSpec, write_phantom_study
+from twin_imaging.testing.phantom import PhantomGeometry
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return write_phantom_study(
+        tmp_path_factory.mktemp("inbox_study"), (SeriesSpec(geometry=PhantomGeometry(shape=(32, 32, 6))),)
+    )
+
+
+def test_a_study_waits_until_quiet_then_one_worker_claims_it(tmp_path, study):
+    inbox = StudyInbox(tmp_path)
+    for path in study.paths:
+        stored = inbox.store(path.read_bytes())
+    assert stored.study_instance_uid == study.study_instance_uid
+    assert inbox.state(study.study_instance_uid) == {"state": "waiting", "instances": len(study.paths)}
+    assert inbox.due(quiet_seconds=60) == []
+    past = time.time() - 120
+    for path in (tmp_path / "incoming" / study.study_instance_uid).iterdir():
+        os.utime(path, (past, past))
+    assert inbox.due(quiet_seconds=60) == [study.study_instance_uid]
+    claimed = inbox.claim(study.study_instance_uid)
+    assert claimed is not None and inbox.claim(study.study_instance_uid) is None  # the second worker loses
+    assert inbox.state(study.study_instance_uid) == {"state": "processing"}
+    assert inbox.recover() == 1  # a crash: the study goes round again
+    claimed = inbox.claim(study.study_instance_uid)
+    inbox.fail(claimed, "ValueError: something broke")
+    assert inbox.state(study.study_instance_uid)["error"] == "ValueError: something broke"
+    assert list((tmp_path / "failed").glob("*/*.dcm"))  # kept, not lost
+
+
+def test_non_images_and_garbage_are_refused(tmp_path, study):
+    inbox = StudyInbox(tmp_path)
+    with pytest.raises(DicomInputError, match="not a DICOM"):
+        inbox.store(b"hello")
+    dataset = pydicom.dcmread(study.paths[0])
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(UnsupportedSopClassError):
+        inbox.store(buffer.getvalue())
+    with pytest.raises(DicomInputError, match="not a DICOM UID"):
+        inbox.state("../../etc")
