@@ -57,6 +57,12 @@ def test_a_phantom_study_with_several_series_is_pulled_analysed_and_its_results_
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == chosen  # the thin series, not the localizer
     codes = {s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator for s in seg.SegmentSequence}
     assert codes == {"SCT"} and all("RecommendedDisplayCIELabValue" in s for s in seg.SegmentSequence)
+    # Each SEG frame sits exactly where the source image it references sits (no shifted overlays in a viewer).
+    positions = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p).ImagePositionPatient for p in study.paths}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        here = frame.PlanePositionSequence[0].ImagePositionPatient
+        assert [round(float(a), 3) for a in here] == [round(float(b), 3) for b in positions[source]]
     sc = pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(found[SC]["Instances"][0])))
     assert sc.StudyInstanceUID == study.study_instance_uid and sc.PhotometricInterpretation == "RGB"
     for series in found.values():

@@ -91,12 +91,11 @@ def echo(port: int, calling: str) -> int | None:
 
 
 def c_store(port: int, datasets) -> list[int | None]:
-    from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
-    for sop in {ds.SOPClassUID for ds in datasets}:
-        ae.add_requested_context(sop, ExplicitVRLittleEndian)
+    for pair in {(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}:
+        ae.add_requested_context(*pair)
     association = ae.associate("127.0.0.1", port, ae_title="TWIN")
     assert association.is_established
     statuses = [getattr(association.send_c_store(ds), "Status", None) for ds in datasets]
@@ -151,6 +150,20 @@ def test_c_echo_answers_and_an_unknown_calling_ae_is_refused(pacs):
     assert echo(listener.port, "STRANGER") is None  # association rejected
 
 
+def test_jpeg_2000_instances_are_accepted_as_sent(pacs, tmp_path):
+    orthanc, listener = pacs
+    study = write_phantom_study(
+        tmp_path / "j2k",
+        (SeriesSpec(geometry=GEOMETRY, compression="jpeg2000"),),
+        patient=PatientSpec("LISTEN-J2K"),
+        seed=7,
+    )
+    datasets = [pydicom.dcmread(p) for p in study.paths]
+    assert datasets[0].file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
+    assert set(c_store(listener.port, datasets)) == {0x0000}
+    wait_for(lambda: seg_series(orthanc, study.study_instance_uid), 120, "the SEG of the JPEG 2000 study")
+
+
 def test_a_non_image_sop_class_is_refused_with_0122(pacs, tmp_path):
     _, listener = pacs
     report = pydicom.Dataset()
@@ -182,3 +195,34 @@ def test_results_are_kept_while_the_pacs_is_down_and_delivered_after_restarts(pa
         orthanc.start()
     wait_for(lambda: seg_series(orthanc, study.study_instance_uid), 120, "the queued SEG arriving after the outage")
     wait_for(lambda: not listener.outbox_items(), 30, "the outbox emptying")
+
+
+def test_associations_beyond_the_limit_are_refused(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from twin_imaging.inbox import StudyInbox
+    from twin_imaging.pacs.listener import ListenerConfig, StudyListener
+    from twin_imaging.pacs.outbox import Outbox
+
+    port = free_port()
+    config = ListenerConfig(ae_title="TWIN", host="127.0.0.1", port=port, destination=None, max_associations=1)
+    listener = StudyListener(
+        config,
+        inbox=StudyInbox(tmp_path / "in"),
+        outbox=Outbox(tmp_path / "out"),
+        store=None,
+        send=None,
+        segmenter=None,
+    )
+    listener.start()
+    try:
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(Verification)
+        first = ae.associate("127.0.0.1", port, ae_title="TWIN")
+        assert first.is_established
+        second = ae.associate("127.0.0.1", port, ae_title="TWIN")
+        assert not second.is_established  # refused: the limit is one
+        first.release()
+    finally:
+        listener.stop()
