@@ -3,6 +3,8 @@ captures land in the same Orthanc study, referencing the source series, and pass
 
 from __future__ import annotations
 
+import io
+
 import pydicom
 import pytest
 from click.testing import CliRunner
@@ -52,7 +54,7 @@ def test_a_phantom_study_with_several_series_is_pulled_analysed_and_its_results_
     chosen = study.series_by_number(3).series_instance_uid
     found = results_in_orthanc(orthanc, study.study_instance_uid)
     assert set(found) == {SEG, SR, SC}, found
-    seg = pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(found[SEG]["Instances"][0])))
+    seg = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[SEG]["Instances"][0])))
     assert seg.StudyInstanceUID == study.study_instance_uid and seg.PatientID == "PACS-1"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == chosen  # the thin series, not the localizer
     codes = {s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator for s in seg.SegmentSequence}
@@ -63,7 +65,7 @@ def test_a_phantom_study_with_several_series_is_pulled_analysed_and_its_results_
         source = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         here = frame.PlanePositionSequence[0].ImagePositionPatient
         assert [round(float(a), 3) for a in here] == [round(float(b), 3) for b in positions[source]]
-    sc = pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(found[SC]["Instances"][0])))
+    sc = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[SC]["Instances"][0])))
     assert sc.StudyInstanceUID == study.study_instance_uid and sc.PhotometricInterpretation == "RGB"
     for series in found.values():
         for instance in series["Instances"]:
@@ -74,12 +76,15 @@ def test_a_phantom_study_with_several_series_is_pulled_analysed_and_its_results_
 def test_the_real_series_goes_through_orthanc_and_back(pacs_env, tmp_path, shared_data):
     orthanc = pacs_env
     paths = copy_series_with_uids(shared_file(shared_data, "totalsegmentator/example_ct_dicom"), tmp_path / "real")
-    study_uid = pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
+    source = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study_uid = source.StudyInstanceUID
     orthanc.upload(paths)
     result = pull(orthanc, study_uid)
     assert result.exit_code == 0, result.output
     found = results_in_orthanc(orthanc, study_uid)
     assert {SEG, SR} <= set(found)
+    seg = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[SEG]["Instances"][0])))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     for sop_class in (SEG, SR):
         assert not dciodvfy_errors(orthanc.instance_file(found[sop_class]["Instances"][0]), tmp_path)
 
