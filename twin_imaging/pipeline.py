@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from twin_imaging import __version__
 from twin_imaging.files import write_bytes_atomic
@@ -29,6 +28,7 @@ from twin_imaging.inference.segment import SegmentationResult, Segmenter
 from twin_imaging.io import is_nifti_path, load_series, read_nifti, scan_dicom, write_nifti
 from twin_imaging.io.dicom_seg import write_dicom_seg
 from twin_imaging.io.dicom_sr import write_measurement_report
+from twin_imaging.io.dicom_uids import uid_from
 from twin_imaging.measure import StructureMeasurement, measure_structures
 from twin_imaging.models.card import ModelCard
 from twin_imaging.models.package import ModelPackage, default_segmentation_package, file_sha256
@@ -82,8 +82,8 @@ def read_study(path: str | os.PathLike, *, series_instance_uid: str | None = Non
         # A NIfTI carries no DICOM UIDs; the twin needs them, so they are derived from the file's bytes: the same
         # file gets the same UIDs (a repeated upload attaches once), another file other UIDs.
         digest = file_sha256(path)
-        report.study_instance_uid = generate_uid(prefix=None, entropy_srcs=["twin-imaging nifti study", digest])
-        report.series_instance_uid = generate_uid(prefix=None, entropy_srcs=["twin-imaging nifti series", digest])
+        report.study_instance_uid = uid_from("twin-imaging nifti study", digest)
+        report.series_instance_uid = uid_from("twin-imaging nifti series", digest)
         report.warnings.append("NIfTI input: study and series UIDs derived from the file's SHA-256")
         return StudyInput(volume, report)
     scan = scan_dicom(path, series_instance_uid=series_instance_uid)

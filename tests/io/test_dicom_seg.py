@@ -282,3 +282,22 @@ def test_seg_of_the_real_series(shared_data, tmp_path_factory):
     ]
     back = read_dicom_seg(through_bytes(seg), case.volume)
     assert np.array_equal(back.array, case.labels.array)
+
+
+def test_seg_and_sr_uids_are_derived_from_the_sources_and_the_model(tmp_path):
+    """The same series analysed by the same model gives the same UIDs (a repeat files the same objects into the
+    PACS); another model version, or other source images, other UIDs."""
+    from twin_imaging.io.dicom_uids import derived_uid
+    from twin_imaging.models.package import default_segmentation_package
+
+    card = default_segmentation_package().card
+    headers = [pydicom.Dataset() for _ in range(3)]
+    for number, header in enumerate(headers):
+        header.SOPInstanceUID = f"1.2.3.{number}"
+    first = derived_uid(headers, card, "seg.instance")
+    assert first == derived_uid(headers, card, "seg.instance")
+    assert first != derived_uid(headers, card, "seg.series")
+    assert first != derived_uid(headers[:2], card, "seg.instance")
+    newer = card.model_copy(update={"version": card.version + "-next"})
+    assert first != derived_uid(headers, newer, "seg.instance")
+    assert first.startswith("2.25.") and len(first) <= 64

@@ -70,6 +70,12 @@ def test_a_phantom_study_with_several_series_is_pulled_analysed_and_its_results_
     for series in found.values():
         for instance in series["Instances"]:
             assert not dciodvfy_errors(orthanc.instance_file(instance), tmp_path), series["SOPClassUID"]
+    again = pull(orthanc, study.study_instance_uid)  # the same analysis again files the same objects: no duplicates
+    assert again.exit_code == 0, again.output
+    counts = {}
+    for series in orthanc.study_series(study.study_instance_uid):
+        counts[series["SOPClassUID"]] = counts.get(series["SOPClassUID"], 0) + len(series["Instances"])
+    assert {k: counts[k] for k in (SEG, SR, SC)} == {SEG: 1, SR: 1, SC: 3}
     assert "analysed #3 CT" in result.output and chosen in result.output  # which series, and why (printed after it)
 
 

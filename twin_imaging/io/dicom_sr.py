@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from twin_imaging.io.dicom_uids import derived_uid
 from twin_imaging.measure import StructureMeasurement
 from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
 
@@ -98,9 +99,9 @@ def write_measurement_report(
     return hd.sr.Comprehensive3DSR(
         evidence=[seg, *source_headers],
         content=report[0],
-        series_instance_uid=hd.UID(),
+        series_instance_uid=derived_uid(source_headers, card, "sr.series"),
         series_number=series_number,
-        sop_instance_uid=hd.UID(),
+        sop_instance_uid=derived_uid(source_headers, card, "sr.instance"),
         instance_number=instance_number,
         manufacturer=manufacturer,
         is_complete=True,

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from twin_imaging import __version__
+from twin_imaging.io.dicom_uids import uid_from
 from twin_imaging.pipeline import RESEARCH_NOTICE, AnalysisResult
 
 SC_SERIES_NUMBER = 9003  # SEG and SR use their own; overlays get a series of their own in the source study
@@ -27,7 +28,7 @@ def overlay_secondary_captures(result: AnalysisResult) -> list[Dataset]:
     import highdicom as hd
 
     reference = result.input.source_headers[0]
-    series_uid = generate_uid(entropy_srcs=[result.seg.SOPInstanceUID, "overlays"]) if result.seg else generate_uid()
+    series_uid = uid_from(result.seg.SOPInstanceUID, "overlays") if result.seg else generate_uid()
     captures = []
     planes = [o for o in result.document.outputs if o.kind == "overlay_png"]
     for number, output in enumerate(planes, start=1):
@@ -41,7 +42,7 @@ def overlay_secondary_captures(result: AnalysisResult) -> list[Dataset]:
             coordinate_system="PATIENT",
             series_instance_uid=series_uid,
             series_number=SC_SERIES_NUMBER,
-            sop_instance_uid=generate_uid(entropy_srcs=[series_uid, output.file]),
+            sop_instance_uid=uid_from(series_uid, output.file),
             instance_number=number,
             manufacturer="twin-imaging",
             patient_orientation=_PATIENT_ORIENTATION.get(output.plane or "axial", ("L", "P")),
