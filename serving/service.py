@@ -29,7 +29,7 @@ from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
 from serving.uploads import stage_upload
 from twin_imaging.errors import ModelError
-from twin_imaging.inbox import StudyInbox
+from twin_imaging.inbox import ClaimedStudy, StudyInbox
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.io import read_nifti
 from twin_imaging.models.package import default_segmentation_package
@@ -296,24 +296,16 @@ class TwinImaging:
         """Analyse each pushed study once it has been quiet for serve_study_quiet_seconds."""
         while not self._stop.wait(1.0):
             try:
-                for study in self.inbox.due(quiet_seconds=self.settings.serve_study_quiet_seconds):
-                    claimed = self.inbox.claim(study)
-                    if claimed is not None:
-                        self._analyze_pushed(claimed)
-            except Exception:  # the watcher must survive anything; the study's failure is recorded below
+                self.inbox.process_due(self._analyze_pushed, quiet_seconds=self.settings.serve_study_quiet_seconds)
+            except Exception:  # the watcher must survive anything (a full disk, a lost database connection)
                 log.exception("inbox watcher")
 
-    def _analyze_pushed(self, claimed) -> None:
-        try:
-            with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-                with self.analysis_slots:
-                    result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
-                analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow")
-        except Exception as exc:
-            log.warning("inbox: a pushed study failed (%s); kept in the failed queue", type(exc).__name__)
-            self.inbox.fail(claimed, f"{type(exc).__name__}: {exc}")
-            return
-        self.inbox.finish(claimed, analysis_id=analysis.analysis_id, series_instance_uid=analysis.series_instance_uid)
+    def _analyze_pushed(self, claimed: ClaimedStudy) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
+            with self.analysis_slots:
+                result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
+            analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow")
+        return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
 
     def __del__(self) -> None:
         self._stop.set()

@@ -56,3 +56,23 @@ def test_non_images_and_garbage_are_refused(tmp_path, study):
         inbox.store(buffer.getvalue())
     with pytest.raises(DicomInputError, match="not a DICOM UID"):
         inbox.state("../../etc")
+
+
+def test_process_due_records_what_each_study_came_to(tmp_path, study):
+    inbox = StudyInbox(tmp_path)
+    for path in study.paths:
+        inbox.store(path.read_bytes())
+
+    def broken(claimed):
+        raise RuntimeError("the model file is missing")
+
+    assert inbox.process_due(broken, quiet_seconds=0) == 1
+    assert inbox.state(study.study_instance_uid) == {
+        "state": "failed",
+        "error": "RuntimeError: the model file is missing",
+    }
+    for path in study.paths:  # sent again
+        inbox.store(path.read_bytes())
+    assert inbox.process_due(lambda claimed: {"analysis_id": 7}, quiet_seconds=0) == 1
+    state = inbox.state(study.study_instance_uid)
+    assert state["state"] == "done" and state["analysis_id"] == 7

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from pydicom.errors import InvalidDicomError
 from twin_imaging.errors import DicomInputError
 from twin_imaging.files import atomic_path, write_bytes_atomic
 
+log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # Image storage SOP classes the pipeline can analyse (CT, Enhanced CT, MR, Enhanced MR).
 IMAGE_SOP_CLASSES = frozenset(
@@ -134,6 +137,24 @@ class StudyInbox:
         if failed:
             return {"state": "failed", "error": (failed[-1] / "error.txt").read_text(encoding="utf-8").strip()}
         return {"state": "unknown"}
+
+    def process_due(self, handle: Callable[[ClaimedStudy], dict], *, quiet_seconds: float) -> int:
+        """Claim each quiet study and ``handle`` it; what it returns is recorded as done (e.g. the analysis id), what it
+        raises sends the study to ``failed`` with the reason. Returns how many studies this call handled."""
+        handled = 0
+        for study in self.due(quiet_seconds=quiet_seconds):
+            claimed = self.claim(study)
+            if claimed is None:
+                continue
+            handled += 1
+            try:
+                outcome = handle(claimed)
+            except Exception as exc:  # any failure of one study is recorded with it; the others go on
+                log.warning("a received study failed (%s); kept in the failed queue", type(exc).__name__)
+                self.fail(claimed, f"{type(exc).__name__}: {exc}")
+                continue
+            self.finish(claimed, **outcome)
+        return handled
 
     def recover(self) -> int:
         """Studies a crash left in ``processing`` go back to ``incoming``; returns how many."""

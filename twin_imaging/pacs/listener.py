@@ -102,36 +102,28 @@ class StudyListener:
     def run_once(self) -> None:
         """Analyse every study that has been quiet long enough, then deliver what the outbox has due."""
         try:
-            for study in self.inbox.due(quiet_seconds=self.config.quiet_seconds):
-                claimed = self.inbox.claim(study)
-                if claimed is not None:
-                    self._analyse(claimed)
+            self.inbox.process_due(self._analyse, quiet_seconds=self.config.quiet_seconds)
             if self.config.destination is not None:
                 report = self.outbox.deliver_due(self.send)
                 if report.retrying:
                     log.warning(
                         "%d result deliveries failed; they stay queued and will be retried", len(report.retrying)
                     )
-        except Exception:  # the loop must survive anything; each study's own failure is recorded
+        except Exception:  # the loop must survive anything (a full disk, a lost database connection)
             log.exception("listener work loop")
 
-    def _analyse(self, claimed: ClaimedStudy) -> None:
+    def _analyse(self, claimed: ClaimedStudy) -> dict:
         from twin_imaging.pipeline import analyze_study
 
-        try:
-            with tempfile.TemporaryDirectory() as scratch:
-                result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
-                analysis = self.store.attach_analysis(result, actor=f"dicom-listener:{self.config.ae_title}")
-                if self.config.destination is not None:
-                    self.outbox.enqueue(
-                        result_datasets(result), self.config.destination, label=f"analysis {analysis.analysis_id}"
-                    )
-        except Exception as exc:
-            log.warning("a received study failed (%s); kept in the failed queue", type(exc).__name__)
-            self.inbox.fail(claimed, f"{type(exc).__name__}: {exc}")
-            return
-        self.inbox.finish(claimed, analysis_id=analysis.analysis_id, series_instance_uid=analysis.series_instance_uid)
+        with tempfile.TemporaryDirectory() as scratch:
+            result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
+            analysis = self.store.attach_analysis(result, actor=f"dicom-listener:{self.config.ae_title}")
+            if self.config.destination is not None:
+                self.outbox.enqueue(
+                    result_datasets(result), self.config.destination, label=f"analysis {analysis.analysis_id}"
+                )
         log.info("analysis %d of a received study attached", analysis.analysis_id)
+        return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
 
 
 def _transfer_syntaxes() -> list[str]:
