@@ -128,3 +128,38 @@ def test_results_can_go_by_c_store_to_an_ae(orthanc, tmp_path, monkeypatch):
     assert {SEG, SR, SC} <= {s["SOPClassUID"] for s in orthanc.study_series(study.study_instance_uid)}
     with pytest.raises(Exception, match="association refused or the node cannot be reached"):
         send_results(Destination.dimse("127.0.0.1", 1, "NOBODY"), result_datasets(result)[:1], get_settings())
+
+
+def test_a_pull_whose_push_fails_keeps_the_results_until_the_pacs_is_back(tmp_path, monkeypatch):
+    """Orthanc goes down between the retrieve and the push: the results stay in the outbox (listed with the error)
+    and `pacs deliver` sends them once Orthanc is back."""
+    from tests.pacs.conftest import require_orthanc
+    from twin_imaging.testing.orthanc import OrthancServer
+
+    require_orthanc()
+    orthanc = OrthancServer(tmp_path / "orthanc").start()
+    try:
+        study = write_phantom_study(tmp_path / "s", (SeriesSpec(geometry=GEOMETRY),), patient=PatientSpec("PACS-OUT"))
+        orthanc.upload(study.paths)
+        from twin_imaging.pacs import pull as pull_module
+
+        retrieve = pull_module.DicomWebPeer.retrieve_image_series
+
+        def retrieve_then_fall_over(self, *args, **kwargs):
+            files = retrieve(self, *args, **kwargs)
+            orthanc.stop()
+            return files
+
+        monkeypatch.setattr(pull_module.DicomWebPeer, "retrieve_image_series", retrieve_then_fall_over)
+        failed = pull(orthanc, study.study_instance_uid)
+        assert failed.exit_code == 3 and "queued" in failed.output
+        listed = CliRunner().invoke(cli, ["pacs", "outbox"])
+        assert "cannot be reached" in listed.output and "1 attempts" in listed.output
+        still_down = CliRunner().invoke(cli, ["pacs", "deliver", "--force"])
+        assert still_down.exit_code == 3 and "still queued 1" in still_down.output
+        orthanc.start()
+        delivered = CliRunner().invoke(cli, ["pacs", "deliver", "--force"])
+        assert delivered.exit_code == 0 and "delivered 1; still queued 0" in delivered.output
+        assert {SEG, SR, SC} <= {s["SOPClassUID"] for s in orthanc.study_series(study.study_instance_uid)}
+    finally:
+        orthanc.stop()

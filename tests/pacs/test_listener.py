@@ -226,3 +226,12 @@ def test_associations_beyond_the_limit_are_refused(tmp_path):
         first.release()
     finally:
         listener.stop()
+
+
+def test_a_malformed_destination_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from twin_imaging.cli import cli
+
+    result = CliRunner().invoke(cli, ["listen", "--destination", "pacs:4242"])
+    assert result.exit_code == 2 and "AET@host:port" in result.output
