@@ -27,6 +27,7 @@ from serving.auth import ApiKeyMiddleware
 from serving.dicomweb import dicomweb_app
 from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
+from serving.openapi import document_dicomweb_routes
 from serving.uploads import stage_upload
 from twin_imaging.errors import ModelError
 from twin_imaging.inbox import ClaimedStudy, StudyInbox
@@ -43,6 +44,7 @@ from twin_imaging.twin.store import TwinStore
 
 log = logging.getLogger(__name__)
 harden_bentoml()
+document_dicomweb_routes()
 PatientId = Annotated[
     str, Field(min_length=1, max_length=64, description="PatientID as the PACS knows it, or the twin's patient key")
 ]

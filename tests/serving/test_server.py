@@ -94,6 +94,9 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
         "--header",
         f"Authorization: Bearer {server.keys['admin']}",
         "--no-color",
+        # schemathesis has no serializer for multipart/related: STOW-RS bodies are tested in process
+        "--exclude-path-regex",
+        "^/dicomweb/",
     ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=900, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}

@@ -43,7 +43,8 @@ def test_health_readiness_metrics_and_openapi_need_no_key(api):
     for path in ("/livez", "/readyz", "/healthz", "/docs.json"):  # /metrics: in the real server's test (it waits
         # on BentoML's metrics client, which only the server process sets up)
         assert api.get(path, None).status_code == 200, path
-    assert "/v1/analyze" in api.get("/docs.json", None).json()["paths"]
+    paths = api.get("/docs.json", None).json()["paths"]
+    assert {"/v1/analyze", "/dicomweb/studies", "/dicomweb/studies/{study}"} <= set(paths)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer tik_wrong"}, {"X-API-Key": "nope"}])
