@@ -23,10 +23,11 @@ from twin_imaging.settings import get_settings
 PUBLIC_PATHS = frozenset({"/", "/docs", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics", "/schema.json"})
 PUBLIC_PREFIXES = ("/static_content/",)
 INTEGRATION, CLINICIAN, ADMIN = "integration", "clinician", "admin"
-# Route prefix → roles allowed; the first match wins. A path matching none needs a valid key of any role.
+# Path prefix → roles allowed; the first match wins. A path matching none needs a valid key of any role (and then
+# gets the router's 404).
 ROUTE_ROLES: tuple[tuple[str, frozenset[str]], ...] = (
     ("/v1/analyze", frozenset({INTEGRATION, ADMIN})),  # also /v1/analyze_job/{submit,status,get,retry,cancel}
-    ("/dicomweb/", frozenset({INTEGRATION, ADMIN})),
+    ("/dicomweb", frozenset({INTEGRATION, ADMIN})),
     ("/v1/inbox", frozenset({INTEGRATION, ADMIN})),
     ("/v1/analyses", frozenset({INTEGRATION, CLINICIAN, ADMIN})),
     ("/v1/artifacts", frozenset({INTEGRATION, CLINICIAN, ADMIN})),
@@ -41,12 +42,7 @@ def roles_for(path: str) -> frozenset[str] | None:
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return None
     for prefix, roles in ROUTE_ROLES:
-        if (
-            path == prefix
-            or path.startswith(prefix + "/")
-            or path.startswith(prefix + "_")
-            or (prefix.endswith("/") and path.startswith(prefix))
-        ):
+        if path.startswith(prefix):
             return roles
     return frozenset({INTEGRATION, CLINICIAN, ADMIN})
 

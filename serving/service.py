@@ -250,8 +250,8 @@ class TwinImaging:
         )
         recorded = []
         if key is not None:
-            for p in report.predictions:
-                prediction = v.PredictionInput(
+            predictions = [
+                v.PredictionInput(
                     target=p.target,
                     scenario=p.scenario,
                     probability=p.probability,
@@ -260,7 +260,9 @@ class TwinImaging:
                     lower=p.interval[0],
                     upper=p.interval[1],
                 )
-                recorded.append(self.store.record_prediction(key, prediction, actor=actor).prediction_id)
+                for p in report.predictions
+            ]
+            recorded = [r.prediction_id for r in self.store.record_predictions(key, predictions, actor=actor)]
         return {**report.to_json(), "recorded_prediction_ids": recorded}
 
     # --- models ---------------------------------------------------------------------------------------------

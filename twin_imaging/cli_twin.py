@@ -31,11 +31,6 @@ def open_store(db: str | None, *, data_dir: Path | None = None):
     return TwinStore(db) if db else TwinStore()
 
 
-def resolve_key(store, patient: str) -> str:
-    """PATIENT as a key if the twin has it, else as a PatientID turned into its key."""
-    return store.resolve_patient_key(patient)
-
-
 def to_json(value) -> str:
     from twin_imaging.twin.views import to_jsonable
 
@@ -59,7 +54,7 @@ def twin() -> None:
 def show(patient: str, fmt: str, db: str | None) -> None:
     """A patient's twin: studies, analyses with their model and measurements, labs, procedures, alerts."""
     with open_store(db) as store:
-        key = resolve_key(store, patient)
+        key = store.resolve_patient_key(patient)
         summary = store.summary(key, actor=actor())
     if fmt == "json":
         click.echo(to_json(summary))
@@ -97,7 +92,7 @@ def show(patient: str, fmt: str, db: str | None) -> None:
 def timeline(patient: str, as_json: bool, db: str | None) -> None:
     """Everything that happened to the patient's twin, oldest first."""
     with open_store(db) as store:
-        events = store.timeline(resolve_key(store, patient), actor=actor())
+        events = store.timeline(store.resolve_patient_key(patient), actor=actor())
     if as_json:
         click.echo(to_json(events))
         return
@@ -117,7 +112,12 @@ def compare(patient, study_a, study_b, model_id, model_version, as_json, db) -> 
     """Volume change per structure from STUDY_A to STUDY_B (StudyInstanceUIDs), by the same model on both."""
     with open_store(db) as store:
         changes = store.compare_studies(
-            resolve_key(store, patient), study_a, study_b, actor=actor(), model_id=model_id, model_version=model_version
+            store.resolve_patient_key(patient),
+            study_a,
+            study_b,
+            actor=actor(),
+            model_id=model_id,
+            model_version=model_version,
         )
     if as_json:
         click.echo(to_json(changes))
@@ -139,7 +139,7 @@ def compare(patient, study_a, study_b, model_id, model_version, as_json, db) -> 
 def trend(patient: str, code: str, db: str | None) -> None:
     """The values of one observation CODE (e.g. LOINC 98979-8, eGFR) over time, and their change."""
     with open_store(db) as store:
-        result = store.observation_trend(resolve_key(store, patient), code, actor=actor())
+        result = store.observation_trend(store.resolve_patient_key(patient), code, actor=actor())
     for o in result.observations:
         click.echo(f"{o.effective_at:%Y-%m-%d}  {o.value:g} {o.unit}")
     if result.change is not None:
@@ -153,7 +153,7 @@ def trend(patient: str, code: str, db: str | None) -> None:
 def alerts(patient: str, db: str | None) -> None:
     """The patient's alerts (e.g. a post-operative volume loss beyond the configured threshold)."""
     with open_store(db) as store:
-        found = store.alerts(resolve_key(store, patient), actor=actor())
+        found = store.alerts(store.resolve_patient_key(patient), actor=actor())
     for alert in found:
         click.echo(f"{alert.created_at:%Y-%m-%d} [{alert.severity}] {alert.message}")
     if not found:

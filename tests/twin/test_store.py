@@ -246,6 +246,14 @@ def test_imported_records_and_predictions(store, phantom_case):
         store.record_prediction(KEY, PredictionInput("t", "s", 1.5, "outcome", "1"), actor="model")
     with pytest.raises(TwinError, match="analysis 999 is not in this patient's twin"):
         store.record_prediction(KEY, PredictionInput("t", "s", 0.5, "outcome", "1", analysis_id=999), actor="m")
+    held = len(store.summary(KEY, actor="t").predictions)
+    with pytest.raises(TwinError, match="analysis 999"):  # a batch is all or none: the good one is not kept
+        store.record_predictions(
+            KEY,
+            [PredictionInput("t", "s", 0.5, "outcome", "1"), PredictionInput("t", "r", 0.5, "o", "1", analysis_id=999)],
+            actor="m",
+        )
+    assert len(store.summary(KEY, actor="t").predictions) == held
 
 
 def test_every_read_and_change_is_audited(store, database_url, phantom_case):

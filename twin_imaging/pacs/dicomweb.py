@@ -47,9 +47,8 @@ class DicomWebPeer:
         elif auth.username:
             session.auth = (auth.username, auth.password or "")
         self.session = session
-        self.client = DICOMwebClient(url=self.url, session=session)
+        self.client = DICOMwebClient(url=self.url, session=session, timeout=timeout_s)
         self.client.set_http_retry_params(retry=False)
-        self.timeout_s = timeout_s
 
     def _call(self, step: str, function, *args, **kwargs):
         import requests

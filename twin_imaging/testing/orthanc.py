@@ -92,7 +92,7 @@ class OrthancServer:
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("Orthanc did not answer within {timeout_s} s")
+        raise RuntimeError(f"Orthanc did not answer within {timeout_s} s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

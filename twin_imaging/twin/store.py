@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -215,11 +216,18 @@ class TwinStore:
             )
 
     def record_prediction(self, patient_key: str, prediction: v.PredictionInput, *, actor: str) -> v.PredictionView:
+        return self.record_predictions(patient_key, [prediction], actor=actor)[0]
+
+    def record_predictions(
+        self, patient_key: str, predictions: Sequence[v.PredictionInput], *, actor: str
+    ) -> list[v.PredictionView]:
+        """Several predictions (e.g. every target under every scenario) in one transaction: all or none."""
         actor = check_actor(actor)
-        check_prediction(prediction)
+        for prediction in predictions:
+            check_prediction(prediction)
         with self._transaction() as session:
             patient = patients.find_patient(session, patient_key)
-            return mapping.prediction_view(add_prediction(session, patient, prediction, actor))
+            return [mapping.prediction_view(add_prediction(session, patient, p, actor)) for p in predictions]
 
     def _ensure_patient(self, session: Session, key: str, *, sex: str | None, birth_year: int | None) -> Patient:
         pseudonymous = self.settings.pseudonymize_patients
