@@ -108,11 +108,15 @@ def outbox() -> None:
 @click.command()
 @click.option("--ae-title", help="Our AE title (default: settings, TWIN).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
-@click.option("--port", type=int, help="Port (default: settings, 11112).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: settings, 11112).")
 @click.option("--allow-ae", "allowed", multiple=True, help="Calling AE title allowed (repeatable; default: settings).")
 @click.option("--destination", help="Where results go: a DICOMweb URL (STOW-RS) or AET@host:port (C-STORE).")
-@click.option("--quiet-seconds", type=float, help="A study is complete after this long without a new instance.")
-@click.option("--max-associations", type=int, help="Associations at once (default: settings, 8).")
+@click.option(
+    "--quiet-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="A study is complete after this long without a new instance.",
+)
+@click.option("--max-associations", type=click.IntRange(1), help="Associations at once (default: settings, 8).")
 def listen(ae_title, host, port, allowed, destination, quiet_seconds, max_associations) -> None:
     """Receive studies by C-STORE, analyse each once complete, send the results to the destination."""
     from twin_imaging.cli_twin import open_store

@@ -104,6 +104,8 @@ def test_wrong_credentials_and_an_unknown_study_are_clear_errors(orthanc, monkey
     get_settings.cache_clear()
     missing = pull(orthanc, "1.2.3.4.5")
     assert missing.exit_code != 0 and "not found" in missing.output
+    no_url = CliRunner().invoke(cli, ["pacs", "pull", "--url", "pacs:8042", "--study", "1.2.3"])
+    assert no_url.exit_code == 1 and "starts with http://" in no_url.output and "internal error" not in no_url.output
 
 
 def test_a_bearer_token_is_sent_as_such(monkeypatch):

@@ -235,3 +235,4 @@ def test_a_malformed_destination_is_a_usage_error():
 
     result = CliRunner().invoke(cli, ["listen", "--destination", "pacs:4242"])
     assert result.exit_code == 2 and "AET@host:port" in result.output
+    assert CliRunner().invoke(cli, ["listen", "--port", "0"]).exit_code == 2

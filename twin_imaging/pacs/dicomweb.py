@@ -39,6 +39,8 @@ class DicomWebPeer:
         import requests
         from dicomweb_client.api import DICOMwebClient
 
+        if not url.startswith(("http://", "https://")):
+            raise PacsError(f"a DICOMweb URL starts with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         session = requests.Session()
         auth = auth or DicomWebAuth()
