@@ -18,6 +18,7 @@ import torch
 from monai import transforms as mt
 from torch.utils.data import DataLoader, Dataset
 
+from training.augment import training_augmentation
 from training.paths import resolve_config_path
 from twin_imaging.datalist import label_lookup, read_datalist
 from twin_imaging.io import read_image
@@ -92,7 +93,8 @@ class PatchDataset(Dataset):
         cases: list[PreparedCase],
         *,
         patch_size,
-        num_classes: int,
+        structures: Sequence[str],
+        window_hu: Sequence[float],
         samples_per_epoch: int,
         augment: bool,
         phantom_fraction: float | None = None,
@@ -101,6 +103,7 @@ class PatchDataset(Dataset):
         self.samples_per_epoch = samples_per_epoch
         self.case_weights = case_weights(cases, phantom_fraction)
         # Background is sampled as often as each structure; small organs (gallbladder) get their share.
+        num_classes = len(structures) + 1
         ratios = [1.0] * num_classes
         self.indices = [
             mt.ClassesToIndicesd(keys="label", num_classes=num_classes)({"label": torch.as_tensor(c.labels)})[
@@ -122,26 +125,7 @@ class PatchDataset(Dataset):
             ),
         ]
         if augment:
-            # No flips: left and right structures are distinct classes.
-            steps += [
-                mt.RandAffined(
-                    keys=("image", "label"),
-                    prob=0.5,
-                    rotate_range=(0.26, 0.26, 0.26),
-                    scale_range=(0.12, 0.12, 0.12),
-                    mode=("bilinear", "nearest"),
-                    padding_mode="zeros",
-                ),
-                # Scanner and protocol variety: resolution, noise (low-dose CT), blur, gain, offset, gamma.
-                mt.RandSimulateLowResolutiond(keys="image", prob=0.2, zoom_range=(0.5, 1.0)),
-                mt.RandGaussianNoised(keys="image", prob=0.3, std=0.05),
-                mt.RandGaussianSmoothd(
-                    keys="image", prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)
-                ),
-                mt.RandScaleIntensityd(keys="image", prob=0.5, factors=0.1),
-                mt.RandShiftIntensityd(keys="image", prob=0.5, offsets=0.1),
-                mt.RandAdjustContrastd(keys="image", prob=0.2, gamma=(0.8, 1.25)),
-            ]
+            steps += training_augmentation(structures=structures, window_hu=window_hu)
         self.transform = mt.Compose(steps)
 
     def __len__(self) -> int:
@@ -243,7 +227,8 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = PatchDataset(
             self.train_cases,
             patch_size=hp.patch_size,
-            num_classes=len(hp.structures) + 1,
+            structures=hp.structures,
+            window_hu=hp.window_hu,
             samples_per_epoch=hp.samples_per_epoch,
             augment=hp.augment,
             phantom_fraction=hp.phantom_fraction,

@@ -9,8 +9,10 @@
 Images are NIfTI files or DICOM folders/zips; label maps are NIfTI on the image's grid (resampled if not). Relative
 paths are under ``data_root``: by default the datalist's folder, or, where the datalist says
 ``"relative_to_shared_data": true``, the shared data folder (settings.shared_data_dir), as the project's own
-datalists over ``../shared/data`` do. ``labels`` names the source label values; a model
-maps them to its own structures by name, or by an explicit mapping (source value → structure name).
+datalists over ``../shared/data`` do, or, where it says ``"relative_to_prepared_data": "btcv"``, that folder of the
+prepared copies (settings.prepared_data_dir; e.g. BTCV converted to NIfTI by ``python -m training.prepare_btcv``).
+``labels`` names the source label values; a model maps them to its own structures by name, or by an explicit
+mapping (source value → structure name).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def read_datalist(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
         root = Path(data_root)
     elif document.get("relative_to_shared_data"):
         root = get_settings().shared_data_dir
+    elif document.get("relative_to_prepared_data"):
+        root = get_settings().prepared_data_dir / str(document["relative_to_prepared_data"])
     else:
         root = path.parent
     try:

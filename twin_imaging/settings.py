@@ -22,6 +22,11 @@ class Settings(BaseSettings):
 
     # Real data beside the project (development, integration tests, benchmarks). Never copied into the repo.
     shared_data_dir: Path = Field(default=_REPO_ROOT.parent / "shared" / "data")
+    prepared_data_dir: Path = Field(
+        default=Path("~/.cache/twin-imaging/prepared"),
+        description="prepared copies of the shared data (e.g. BTCV as NIfTI, by training.prepare_btcv); "
+        "outside the repository",
+    )
 
     # DICOM reading
     dicom_min_slices: int = Field(default=3, ge=2, description="fewest slices a series needs to be a volume")
@@ -123,6 +128,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_twin_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
+        self.prepared_data_dir = self.prepared_data_dir.expanduser()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'twin.sqlite3'}"
         if self.artifacts_dir is None:

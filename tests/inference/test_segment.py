@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.transforms.test_logits_to_source import reference_argmax
 from twin_imaging.errors import ModelError
 from twin_imaging.inference import sliding_window
 from twin_imaging.inference.segment import Segmenter, segment_volume
@@ -24,7 +25,7 @@ from twin_imaging.testing import (
     threshold_labels,
     write_threshold_model_package,
 )
-from twin_imaging.transforms import labels_to_source_grid, preprocess_image
+from twin_imaging.transforms import preprocess_image
 from twin_imaging.volume import Volume
 
 pytest.importorskip("onnx")  # builds the test model
@@ -58,13 +59,16 @@ def axial_phantom():
 
 
 def expected_labels(volume: Volume, card, thresholds_hu) -> np.ndarray:
-    """The pipeline done by hand: preprocess, invert the window, threshold, back to the source grid."""
+    """The pipeline done by hand: preprocess, the threshold model's three logits written out (see tiny_model), every
+    class resampled to the source grid with scipy, argmax there."""
     prepared = preprocess_image(volume, card.preprocessing)
     window = card.preprocessing.intensity
-    hu = prepared.array[0].astype(np.float64) * (window.window_max_hu - window.window_min_hu) + window.window_min_hu
-    margin = np.min(np.abs(hu[..., np.newaxis] - np.asarray(thresholds_hu)))
-    assert margin > 1e-4, f"a preprocessed value lies {margin:.2g} HU from a threshold: the comparison would be a tie"
-    return labels_to_source_grid(threshold_labels(hu, thresholds_hu), prepared)
+    width = window.window_max_hu - window.window_min_hu
+    t1, t2 = ((t - window.window_min_hu) / width for t in thresholds_hu)
+    x = prepared.array[0].astype(np.float64)
+    a = 100.0
+    logits = np.stack([np.zeros_like(x), a * (x - t1), 2 * a * (x - (t1 + t2) / 2)])
+    return reference_argmax(logits, prepared)
 
 
 # --- the model itself ----------------------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ def test_segmentation_equals_the_pipeline_done_by_hand(package, geometry):
     assert (result.model_id, result.model_version) == ("threshold_test", "1.0.0")
     assert result.onnx_sha256 == file_sha256(package.onnx_path)
     assert "CPUExecutionProvider" in result.providers
-    assert set(result.timings_s) == {"preprocess", "network", "postprocess"}
+    assert set(result.timings_s) == {"preprocess", "network", "resample_back", "postprocess"}
 
     expected = expected_labels(phantom.image, package.card, THRESHOLDS_HU)
     assert set(np.unique(expected)) == {0, 1, 2}

@@ -49,7 +49,14 @@ def test_phantom_cases_vary_but_are_reproducible():
 
 def test_patches_have_the_patch_size_and_every_class_is_sampled():
     cases = [phantom_case(i, seed=0, spec=SPEC, structures=STRUCTURES) for i in range(2)]
-    dataset = PatchDataset(cases, patch_size=(32, 32, 16), num_classes=6, samples_per_epoch=60, augment=True)
+    dataset = PatchDataset(
+        cases,
+        patch_size=(32, 32, 16),
+        structures=STRUCTURES,
+        window_hu=(-200.0, 300.0),
+        samples_per_epoch=60,
+        augment=True,
+    )
     dataset.transform.set_random_state(seed=0)
     centre_classes = []
     for index in range(len(dataset)):

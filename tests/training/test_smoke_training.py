@@ -59,7 +59,7 @@ def test_training_saves_its_config_logs_and_checkpoints(smoke_run):
     assert dices and all(0.0 <= d <= 1.0 for d in dices)
     assert any(r.get("val/nsd_liver") for r in rows) and any(r.get("val/hd95_mm_liver") for r in rows)
 
-    checkpoints = {p.name for p in (version / "checkpoints").iterdir()}
+    checkpoints = {p.name for p in (smoke_run / "runs" / "smoke" / "checkpoints").iterdir()}
     assert {"best.ckpt", "last.ckpt", "final.ckpt"} <= checkpoints
     assert list((smoke_run / "runs" / "smoke" / "tensorboard").rglob("events.out.tfevents.*"))
 
@@ -67,7 +67,7 @@ def test_training_saves_its_config_logs_and_checkpoints(smoke_run):
 def test_the_final_checkpoint_records_time_hardware_seed_and_card_words(smoke_run):
     import torch
 
-    path = smoke_run / "runs" / "smoke" / "csv" / "version_0" / "checkpoints" / "final.ckpt"
+    path = smoke_run / "runs" / "smoke" / "checkpoints" / "final.ckpt"
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == yaml.safe_load(SMOKE.read_text())["trainer"]["max_steps"]
     assert checkpoint["training_seconds"] > 0
@@ -78,7 +78,7 @@ def test_the_final_checkpoint_records_time_hardware_seed_and_card_words(smoke_ru
 
 @pytest.fixture(scope="module")
 def smoke_package(smoke_run) -> Path:
-    checkpoint = smoke_run / "runs" / "smoke" / "csv" / "version_0" / "checkpoints" / "final.ckpt"
+    checkpoint = smoke_run / "runs" / "smoke" / "checkpoints" / "final.ckpt"
     out = smoke_run / "package"
     result = run(
         ["-m", "training.export", str(checkpoint), "--out", str(out), "--card-markdown", str(smoke_run / "card.md")],

@@ -13,13 +13,14 @@ _FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 def keep_largest_components(labels: np.ndarray, label_values: Iterable[int]) -> np.ndarray:
     """For each of ``label_values``, keep only its largest 26-connected component (the rest becomes background)."""
     labels = labels.copy()
+    # One pass finds every structure's bounding box; each is then labelled inside its box only.
+    boxes = ndimage.find_objects(labels)
     for value in label_values:
-        mask = labels == value
-        if not mask.any():
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if box is None:
             continue
-        # Work inside the structure's bounding box: far cheaper than labelling the whole volume.
-        box = ndimage.find_objects(mask.astype(np.uint8))[0]
-        components, count = ndimage.label(mask[box], structure=_FULL_CONNECTIVITY)
+        mask = labels[box] == value
+        components, count = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
         if count <= 1:
             continue
         sizes = np.bincount(components.ravel())

@@ -40,6 +40,11 @@ BUILTIN_STRUCTURES: dict[str, dict] = {
     "stomach": _builtin("69695003", "Stomach", (180, 70, 160)),
     "gallbladder": _builtin("28231008", "Gallbladder", (54, 216, 119)),
     "aorta": _builtin("15825003", "Aorta", (216, 108, 54)),
+    "esophagus": _builtin("32849002", "Esophagus", (190, 90, 170)),
+    "inferior_vena_cava": _builtin("64131007", "Inferior vena cava", (0, 70, 200)),
+    "portal_vein_and_splenic_vein": _builtin("110765007", "Portal vein and splenic vein", (0, 90, 220)),
+    "adrenal_gland_left": _builtin("23451007", "Adrenal gland", (241, 172, 34), _LEFT),
+    "adrenal_gland_right": _builtin("23451007", "Adrenal gland", (178, 128, 26), _RIGHT),
 }
 _TYPE = "SegmentedPropertyTypeCodeSequence"
 _MODIFIER = "SegmentedPropertyTypeModifierCodeSequence"
