@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("monai")
 
-from training.augment import PHASE_TARGET_HU, RandContrastPhased, training_augmentation  # noqa: E402
+from training.augment import PHASE_TARGET_HU, RandContrastPhased, training_augmentation
 
 WINDOW = (-125.0, 275.0)
 STRUCTURES = ["liver", "kidney_left", "gallbladder"]
