@@ -36,6 +36,7 @@ from twin_imaging.models.card import (
     InferenceSpec,
     ModelCard,
     OnnxFile,
+    PublishedResult,
     TrainingRecord,
 )
 from twin_imaging.models.card_markdown import write_markdown_card
@@ -118,6 +119,7 @@ def build_card(
     table = read_structure_table(hp.structure_table) if hp.structure_table else BUILTIN_STRUCTURES
     structures = structure_specs(hp.structures, table, keep_largest_component=hp.keep_largest_component or ())
     data = tuple(DatasetReference(**entry) for entry in words.pop("training_data", []))
+    published = tuple(PublishedResult(**entry) for entry in words.pop("published_comparison", []))
     card = ModelCard(
         model_id=hp.model_id,
         version=str(hp.version),
@@ -129,6 +131,7 @@ def build_card(
         limitations=tuple(words.pop("limitations", ())),
         ethical_considerations=tuple(words.pop("ethical_considerations", ())),
         structures=structures,
+        published_comparison=published,
         preprocessing=preprocessing_spec(hp.spacing_mm, hp.window_hu),
         inference=InferenceSpec(
             num_classes=len(hp.structures) + 1,

@@ -153,6 +153,7 @@ CARD_WORDS = {
     "ethical_considerations": list,
     "training_data": list,
     "extra_runs": list,
+    "published_comparison": list,
 }
 
 
@@ -173,7 +174,8 @@ def check_card_words(card: dict[str, Any]) -> None:
             raise ValueError(f"model.card.{key} is not a card field; use {sorted(CARD_WORDS)}")
         if not isinstance(value, CARD_WORDS[key]):
             raise ValueError(f"model.card.{key} must be a {CARD_WORDS[key].__name__}")
-        if CARD_WORDS[key] is list and key != "training_data" and not all(isinstance(v, str) for v in value):
+        structured = ("training_data", "published_comparison")
+        if CARD_WORDS[key] is list and key not in structured and not all(isinstance(v, str) for v in value):
             raise ValueError(f"model.card.{key} must be a list of strings (quote items that contain ': ')")
 
 

@@ -89,3 +89,27 @@ def test_write_markdown_card_creates_parent_folders(card, tmp_path):
 
     assert written == path
     assert path.read_text(encoding="utf-8") == render_markdown_card(card)
+
+
+def test_published_results_sit_beside_the_evaluation_of_the_same_split(card):
+    split = card.evaluations[1].split  # spleen 0.5
+    published = [
+        {"method": "Method A", "source": "paper A", "split": split, "dice": {"spleen": 0.9, "liver": 0.95}},
+        {"method": "Method B", "source": "paper B", "split": split, "dice": {"spleen": 0.8}},
+        {"method": "Elsewhere", "source": "paper C", "split": "another split", "dice": {"spleen": 0.1}},
+    ]
+    text = render_markdown_card(
+        make_card(
+            evaluations=[e.model_dump() for e in card.evaluations],
+            onnx=card.onnx.model_dump(),
+            published_comparison=published,
+        )
+    )
+    assert "| structure | this model (tiny_abdomen) | Method A | Method B |" in text
+    assert "| spleen | 0.500 | 0.900 | 0.800 |" in text
+    assert "| **mean of 1** | **0.500** | 0.900 | 0.800 |" in text  # liver: not reported by every method
+    assert "Elsewhere" not in text and "paper A" in text
+
+
+def test_no_comparison_without_published_results(card):
+    assert "Compared with published results" not in render_markdown_card(card)

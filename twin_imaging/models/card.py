@@ -116,6 +116,15 @@ class EvaluationRecord(_Strict):
     structures: tuple[StructureMetrics, ...]
 
 
+class PublishedResult(_Strict):
+    """Another method's published Dice on the same split, shown beside this model's evaluation (not re-run here)."""
+
+    method: str
+    source: str = Field(description="where the numbers were published")
+    split: str = Field(description="the evaluation's split text it compares with (must match exactly)")
+    dice: dict[str, float] = Field(description="structure name → Dice (0..1)")
+
+
 class DatasetReference(_Strict):
     name: str
     licence: str
@@ -163,6 +172,7 @@ class ModelCard(_Strict):
     preprocessing: PreprocessingSpec
     inference: InferenceSpec
     evaluations: tuple[EvaluationRecord, ...] = ()
+    published_comparison: tuple[PublishedResult, ...] = ()
     training: TrainingRecord
     onnx: OnnxFile
     created: datetime

@@ -46,7 +46,8 @@ def render_markdown_card(card: ModelCard) -> str:
         f"- Intensity: HU window [{p.intensity.window_min_hu:g}, {p.intensity.window_max_hu:g}] → "
         f"[{p.intensity.output_min:g}, {p.intensity.output_max:g}]" + (", clipped." if p.intensity.clip else "."),
         f"- Sliding window of {' × '.join(map(str, i.patch_size_voxels))} voxels, overlap {i.overlap:g}, Gaussian "
-        f"blending (σ = {i.sigma_scale:g} × patch); labels returned on the input's own grid (nearest).",
+        f"blending (σ = {i.sigma_scale:g} × patch); class scores resampled (trilinear) to the input's own grid and "
+        "the argmax taken there.",
         "",
         "## Evaluation",
         "",
@@ -63,6 +64,7 @@ def render_markdown_card(card: ModelCard) -> str:
         for m in e.structures:
             lines.append(f"| {m.structure} | {m.n_cases} | {_f(m.dice)} | {_f(m.nsd)} | {_f(m.hd95_mm, 1)} |")
         lines.append("")
+        lines += _published_comparison(card, e)
     lines += ["## Training", ""]
     for d in t.data:
         lines.append(f"- **{d.name}** ({d.n_cases} case(s); licence {d.licence}): {d.description}. Labels: {d.labels}.")
@@ -93,6 +95,32 @@ def write_markdown_card(card: ModelCard, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_markdown_card(card), encoding="utf-8")
     return path
+
+
+def _published_comparison(card: ModelCard, evaluation) -> list[str]:
+    """Dice of this model beside published methods on the same split, over the structures they all report."""
+    published = [p for p in card.published_comparison if p.split == evaluation.split]
+    if not published:
+        return []
+    ours = {m.structure: m.dice for m in evaluation.structures}
+    names = [n for n in published[0].dice if all(n in p.dice for p in published) and ours.get(n) is not None]
+    if not names:
+        return []
+    header = ["structure", f"this model ({card.model_id})", *[p.method for p in published]]
+    lines = [
+        "Compared with published results on the same split (their numbers as published, not re-run here; "
+        + "; ".join(f"{p.method}: {p.source}" for p in published)
+        + "):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for name in names:
+        lines.append(f"| {name} | {_f(ours[name])} | " + " | ".join(_f(p.dice[name]) for p in published) + " |")
+    mean = sum(ours[n] for n in names) / len(names)
+    means = [sum(p.dice[n] for n in names) / len(names) for p in published]
+    lines += [f"| **mean of {len(names)}** | **{mean:.3f}** | " + " | ".join(f"{m:.3f}" for m in means) + " |", ""]
+    return lines
 
 
 def _f(value: float | None, digits: int = 3) -> str:

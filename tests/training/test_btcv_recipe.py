@@ -1,0 +1,58 @@
+"""The BTCV recipes: 13 structures mapped by name from BTCV's labels, BTCV's window, the standard split as fold 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lightning")
+
+from training.train import main
+from twin_imaging.datalist import label_lookup
+
+REPO = Path(__file__).resolve().parents[2]
+BTCV_TEST_SPLIT = {"0001", "0002", "0003", "0004", "0008", "0022", "0025", "0029", "0032", "0035", "0036", "0038"}
+BTCV_LABELS = {
+    1: "spleen",
+    2: "kidney_right",
+    3: "kidney_left",
+    4: "gallbladder",
+    5: "esophagus",
+    6: "liver",
+    7: "stomach",
+    8: "aorta",
+    9: "inferior_vena_cava",
+    10: "portal_and_splenic_vein",
+    11: "pancreas",
+    12: "adrenal_gland_right",
+    13: "adrenal_gland_left",
+}
+
+
+def test_the_datalist_holds_the_standard_split_as_fold_1():
+    document = json.loads((REPO / "training" / "datalists" / "btcv.json").read_text())
+    folds = {entry["case_id"][3:]: entry["fold"] for entry in document["training"]}
+    assert len(folds) == 30
+    assert {case for case, fold in folds.items() if fold == 1} == BTCV_TEST_SPLIT
+    assert {int(k): v for k, v in document["labels"].items() if k != "0"} == BTCV_LABELS
+    assert document["relative_to_prepared_data"] == "btcv"
+
+
+@pytest.mark.parametrize("model_id", ["abdomen_ct_fast", "abdomen_ct_accurate"])
+def test_recipe_maps_every_btcv_label_and_uses_btcv_window(model_id):
+    config = REPO / "training" / "configs" / f"{model_id}.yaml"
+    cli = main(["--config", str(config), "--data.datalist", "null"], run=False)
+    model, data = cli.model.hparams, cli.datamodule.hparams
+    assert model.model_id == model_id
+    assert tuple(model.window_hu) == (-125.0, 275.0)
+    assert len(model.structures) == 13
+    lookup = label_lookup(BTCV_LABELS, model.structures, mapping=data.label_mapping)
+    # every BTCV label lands on its own structure, and the structure carries the same anatomy
+    assert sorted(lookup[1:14].tolist()) == list(range(1, 14))
+    for value, name in BTCV_LABELS.items():
+        ours = model.structures[lookup[value] - 1]
+        assert ours == name or (ours, name) == ("portal_vein_and_splenic_vein", "portal_and_splenic_vein")
+    spacing = tuple(model.spacing_mm)
+    assert spacing == (3.0, 3.0, 3.0) if model_id.endswith("fast") else max(spacing[:2]) <= 2.0
