@@ -11,6 +11,7 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from training.callbacks import checkpoint_folder
 from training.data import SegmentationDataModule
 from training.module import SegmentationModule
 
@@ -23,6 +24,16 @@ class SegmentationCLI(LightningCLI):
         for key in ("structures", "spacing_mm", "window_hu", "patch_size"):
             parser.link_arguments(f"model.{key}", f"data.{key}")
         parser.link_arguments("seed_everything", "data.seed")
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` means ``default_root_dir/checkpoints/last.ckpt`` (where ResumableCheckpoint writes):
+        resume from it when it exists, else start afresh, so one command both starts and continues a run."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        last = checkpoint_folder(self.trainer) / "last.ckpt"
+        config["ckpt_path"] = str(last) if last.is_file() else None
+        print(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting afresh", flush=True)
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})

@@ -139,3 +139,20 @@ def test_evaluate_scores_the_exported_package_on_a_datalist(smoke_package, tmp_p
     assert set(scores["summary"]) == {"liver", "spleen", "kidney_right", "kidney_left", "aorta"}
     assert all(s["n_cases"] == 1 for s in scores["summary"].values())
     assert "| liver | 1 |" in result.output
+
+
+def test_a_stopped_run_resumes_from_its_last_checkpoint(tmp_path):
+    """``--ckpt_path last`` starts afresh where there is no checkpoint, and continues one that stopped (as a run
+    cut by the end of a session does): the resumed run ends at the longer schedule's step, not at step 12 + 16."""
+    import torch
+
+    args = ["-m", "training.train", "fit", "--config", str(SMOKE), "--trainer.enable_progress_bar", "false"]
+    first = run([*args, "--ckpt_path", "last", "--trainer.max_steps", "6"], tmp_path)
+    assert "starting afresh" in first.stdout
+    folder = tmp_path / "runs" / "smoke" / "checkpoints"
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6
+    second = run([*args, "--ckpt_path", "last", "--trainer.max_steps", "16"], tmp_path)
+    assert "resuming from" in second.stdout
+    final = torch.load(folder / "final.ckpt", map_location="cpu", weights_only=False)
+    assert final["global_step"] == 16
+    assert final["training_seconds"] > 0
