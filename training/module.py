@@ -34,6 +34,8 @@ class SegmentationModule(L.LightningModule):
     network, network_kwargs: ``unet``, ``segresnet``, ``dynunet`` or ``swinunetr`` and its MONAI arguments.
     keep_largest_component: structures whose post-processing keeps the largest connected component.
     structure_table: SNOMED mapping CSV for the card; default: the built-in table of abdominal structures.
+    init_weights: a checkpoint whose network weights start this run (e.g. the standard-split model, to be trained
+        further on all cases); used only when the run starts at step 0, never on resume. Optimiser state is not taken.
     card_file: YAML file with the card's words: title, description, intended_use, recipe, out_of_scope, limitations,
         ethical_considerations, extra_runs, training_data (list of {name, licence, description, n_cases, labels}).
         Checked when training starts, read again at export (so words can be corrected without retraining) and
@@ -58,6 +60,7 @@ class SegmentationModule(L.LightningModule):
         sw_batch_size: int = 2,
         keep_largest_component: list[str] | None = None,
         structure_table: str | None = None,
+        init_weights: str | None = None,
         card_file: str | None = None,
     ) -> None:
         super().__init__()
@@ -130,6 +133,8 @@ class SegmentationModule(L.LightningModule):
     # Wall-clock training time travels in the checkpoint, so the card can say how long the model took.
     def on_fit_start(self) -> None:
         self._fit_started = time.monotonic()
+        if self.hparams.init_weights and self.global_step == 0:
+            load_network_weights(self, self.hparams.init_weights)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         elapsed = time.monotonic() - self._fit_started if self._fit_started is not None else 0.0
@@ -141,6 +146,17 @@ class SegmentationModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_seconds = float(checkpoint.get("training_seconds", 0.0))
+
+
+def load_network_weights(module: SegmentationModule, checkpoint_path: str | Path) -> None:
+    """Copy the network weights of another run's checkpoint into ``module`` (same network and classes)."""
+    checkpoint = torch.load(resolve_config_path(checkpoint_path), map_location="cpu", weights_only=False)
+    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    try:
+        module.net.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{checkpoint_path}: its network does not match this model's: {exc}") from None
+    print(f"network weights from {checkpoint_path} (step {checkpoint.get('global_step', '?')})", flush=True)
 
 
 CARD_WORDS = {
