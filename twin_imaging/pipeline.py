@@ -29,6 +29,7 @@ from twin_imaging.io import is_nifti_path, load_series, read_nifti, scan_dicom, 
 from twin_imaging.io.dicom_seg import write_dicom_seg
 from twin_imaging.io.dicom_sr import write_measurement_report
 from twin_imaging.io.dicom_uids import uid_from
+from twin_imaging.io.dicom_values import blank_invalid_dates
 from twin_imaging.measure import StructureMeasurement, measure_structures
 from twin_imaging.models.card import ModelCard
 from twin_imaging.models.package import ModelPackage, default_segmentation_package, file_sha256
@@ -96,8 +97,9 @@ def read_study(path: str | os.PathLike, *, series_instance_uid: str | None = Non
         )
         for c in scan.selection.candidates
     ]
-    report = _input_report(path, "DICOM", volume, candidates=candidates, warnings=list(scan.warnings))
-    return StudyInput(volume, report, [frame.instance.header for frame in scan.chosen.frames])
+    headers, fixes = blank_invalid_dates([frame.instance.header for frame in scan.chosen.frames])
+    report = _input_report(path, "DICOM", volume, candidates=candidates, warnings=[*scan.warnings, *fixes])
+    return StudyInput(volume, report, headers)
 
 
 def analyze_study(

@@ -1,0 +1,76 @@
+"""Malformed values outside the geometry (a PatientBirthDate of ``19701332``) must not stop an analysis.
+
+The writers of derived objects (highdicom's SEG, our SR and secondary captures) copy the patient and study modules
+from the source images and parse their dates and times on the way; one impossible date made every analysis of such
+a study fail. ``blank_invalid_dates`` leaves such a value empty (allowed for the Type 2 and 3 attributes these are)
+and says which attribute it blanked, never the value, which may identify the patient. pydicom itself only warns on
+reading an invalid DA, so the check is done here, by parsing with the standard library.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from datetime import date, datetime, time
+
+from pydicom.dataset import Dataset
+
+_DA = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
+
+
+def is_valid_value(vr: str, value: str) -> bool:
+    """Whether a DA, TM or DT string names a real date or time (an empty value is valid)."""
+    value = value.strip()
+    if not value:
+        return True
+    try:
+        if vr == "DA":
+            match = _DA.match(value)
+            return bool(match) and bool(date(*(int(g) for g in match.groups())))
+        if vr == "TM":
+            match = _TM.match(value)
+            if not match:
+                return False
+            hour, minute, second = (int(g) if g else 0 for g in match.groups()[:3])
+            return bool(time(hour, minute, min(second, 59)))  # 60: a leap second is allowed
+        if vr == "DT":
+            match = _DT.match(value)
+            if not match:
+                return False
+            parts = [int(g) if g else d for g, d in zip(match.groups()[:6], (1, 1, 1, 0, 0, 0), strict=True)]
+            return bool(datetime(*parts[:5], min(parts[5], 59)))
+    except ValueError:
+        return False
+    return True
+
+
+def blank_invalid_dates(headers: Sequence[Dataset]) -> tuple[list[Dataset], list[str]]:
+    """``headers`` with every top-level DA, TM or DT value that is not a real date or time left empty.
+
+    Returns the headers (the same objects where nothing was wrong, copies where something was) and one warning per
+    blanked attribute keyword, naming the attribute only.
+    """
+    blanked: list[str] = []
+    out: list[Dataset] = []
+    for header in headers:
+        bad = [
+            element.keyword or str(element.tag)
+            for element in header
+            if element.VR in ("DA", "TM", "DT")
+            and element.VM <= 1
+            and not is_valid_value(element.VR, str(element.value or ""))
+        ]
+        if not bad:
+            out.append(header)
+            continue
+        fixed = copy.deepcopy(header)  # headers carry no pixel data here: cheap, and the caller's stay untouched
+        for keyword in bad:
+            fixed[keyword].value = ""
+            if keyword not in blanked:
+                blanked.append(keyword)
+        out.append(fixed)
+    warnings = [f"{keyword} is not a valid DICOM date or time: left empty in the results" for keyword in blanked]
+    return out, warnings
