@@ -18,12 +18,19 @@ from twin_imaging.datalist import label_lookup
 from twin_imaging.evaluation.metrics import dice_coefficient
 from twin_imaging.files import FILE_MODE
 from twin_imaging.inference.segment import Segmenter
-from twin_imaging.io import read_nifti
+from twin_imaging.io import read_dicom_series, read_nifti
 from twin_imaging.io.dicom_seg import read_dicom_seg
 from twin_imaging.models import default_segmentation_package
 from twin_imaging.pipeline import analyze_study
 from twin_imaging.results import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION, AnalysisDocument
-from twin_imaging.testing import PHANTOM_LABELS, PatientSpec, SeriesSpec, StudySpec, write_phantom_study
+from twin_imaging.testing import (
+    PHANTOM_LABELS,
+    PatientSpec,
+    PhantomGeometry,
+    SeriesSpec,
+    StudySpec,
+    write_phantom_study,
+)
 from twin_imaging.testing.real_series import copy_series_with_uids
 from twin_imaging.transforms import labels_to_source_grid, preprocess_image, preprocess_labels
 
@@ -174,6 +181,39 @@ def test_cli_analyze_prints_the_table_and_refuses_bad_input(tmp_path, phantom_an
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert "empty" in bad.output or "no DICOM" in bad.output.lower() or "no image" in bad.output.lower()
     assert not (tmp_path / "bad" / "results.json").exists()
+
+
+def test_cli_analyzes_an_enhanced_multiframe_ct(tmp_path, segmenter):
+    """One Enhanced CT instance: the SEG references the frames of that one instance, each SEG frame at the position
+    of the source frame it names; dciodvfy accepts it and it reads back to the label map."""
+    geometry = PhantomGeometry(shape=(96, 96, 30), spacing_mm=(3.0, 3.0, 5.0))
+    study = write_phantom_study(tmp_path / "study", series=(SeriesSpec(geometry=geometry, multiframe=True),))
+    (source_path,) = study.series[0].paths
+    result = CliRunner().invoke(
+        cli, ["analyze", str(tmp_path / "study"), "--out", str(tmp_path / "out"), "--no-progress", "--no-twin"]
+    )
+    assert result.exit_code == 0, result.output
+    dciodvfy = require_tool("dciodvfy")
+    report = subprocess.run([dciodvfy, str(tmp_path / "out" / "seg.dcm")], capture_output=True, text=True)
+    assert not [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+
+    source = pydicom.dcmread(source_path, stop_before_pixels=True)
+    seg = pydicom.dcmread(tmp_path / "out" / "seg.dcm")
+    source_positions = {
+        n: [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        for n, item in enumerate(source.PerFrameFunctionalGroupsSequence, start=1)
+    }
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        (reference,) = item.DerivationImageSequence[0].SourceImageSequence
+        assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        frame = int(reference.ReferencedFrameNumber)
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(position, source_positions[frame], atol=1e-3)
+
+    volume = read_dicom_series(tmp_path / "study")
+    back = read_dicom_seg(tmp_path / "out" / "seg.dcm", volume)
+    assert np.array_equal(back.array, read_nifti(tmp_path / "out" / "labels.nii.gz").array)
+    assert (back.array > 0).any()
 
 
 def test_the_pipeline_imports_no_torch():

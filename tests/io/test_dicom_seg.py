@@ -39,6 +39,7 @@ PHANTOM_CASES = {
     "axial": SeriesSpec(PhantomGeometry(SMALL, (6.0, 5.5, 8.0))),
     "coronal": SeriesSpec(PhantomGeometry((64, 40, 32), (6.0, 8.0, 6.5), "coronal")),
     "jpeg2000": SeriesSpec(PhantomGeometry(SMALL, (6.0, 5.5, 8.0)), compression="jpeg2000"),
+    "enhanced": SeriesSpec(PhantomGeometry(SMALL, (6.0, 5.5, 8.0)), multiframe=True),
 }
 
 
@@ -206,7 +207,7 @@ def test_segments_carry_the_card_codes_colours_and_algorithm(phantom, phantom_se
 def test_each_frame_references_its_source_slice(phantom, phantom_seg):
     seg = through_bytes(phantom_seg)
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
-    slice_of = {s.sop_instance_uid: k for k, s in enumerate(phantom.volume.sources)}
+    slice_of = {(s.sop_instance_uid, s.frame_number): k for k, s in enumerate(phantom.volume.sources)}
     label_of = {
         int(s.SegmentNumber): spec.label for s, spec in zip(seg.SegmentSequence, phantom.card.structures, strict=True)
     }
@@ -214,11 +215,12 @@ def test_each_frame_references_its_source_slice(phantom, phantom_seg):
     for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
         number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         source = item.DerivationImageSequence[0].SourceImageSequence[0]
-        k = slice_of[source.ReferencedSOPInstanceUID]
+        frame_number = int(source.ReferencedFrameNumber) if "ReferencedFrameNumber" in source else None
+        k = slice_of[(source.ReferencedSOPInstanceUID, frame_number)]
         header = phantom.headers[k]
         assert source.ReferencedSOPClassUID == header.SOPClassUID
         position = item.PlanePositionSequence[0].ImagePositionPatient
-        assert np.allclose([float(v) for v in position], [float(v) for v in header.ImagePositionPatient])
+        assert np.allclose([float(v) for v in position], source_position(header, frame_number))
         expected = np.equal(phantom.labels.array[:, :, k].T, label_of[number])
         assert expected.any()  # empty frames are omitted
         assert np.array_equal(frame.astype(bool), expected)
@@ -245,10 +247,28 @@ def test_empty_structures_are_omitted(phantom, tmp_path):
     assert dciodvfy_messages(seg, tmp_path)[0] == []
 
 
+def source_position(header: pydicom.Dataset, frame_number: int | None) -> list[float]:
+    if frame_number is None:
+        return [float(v) for v in header.ImagePositionPatient]
+    item = header.PerFrameFunctionalGroupsSequence[frame_number - 1]
+    return [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+
+
 def test_refuses_labels_that_do_not_match_the_sources(phantom):
     labels, headers, card = phantom.labels, phantom.headers, phantom.card
     with pytest.raises(ValueError, match="slices but"):
         write_dicom_seg(labels, headers[:-1], card)
+    if labels.sources[0].frame_number is not None:  # one multi-frame instance: the frames named by the sources
+        one_slice_up = np.eye(4)
+        one_slice_up[2, 3] = 1.0
+        with pytest.raises(ValueError, match="lies at"):
+            write_dicom_seg(replace(labels, affine_ras=labels.affine_ras @ one_slice_up), headers, card)
+        shuffled = (*labels.sources[1:], labels.sources[0])
+        with pytest.raises(ValueError, match="lies at"):
+            write_dicom_seg(replace(labels, sources=shuffled), headers, card)
+        with pytest.raises(ValueError, match="do not name their frames"):
+            write_dicom_seg(replace(labels, sources=()), headers, card)
+        return
     with pytest.raises(ValueError, match="do not match the headers in order"):
         write_dicom_seg(labels, headers[::-1], card)
     with pytest.raises(ValueError, match="do not match the headers in order"):

@@ -15,6 +15,9 @@ Choices:
   order along -normal, i.e. k descending, as its row/column index convention has it.)
 - The label map is refused unless it sits on the source images: as many slices as headers, ``sources`` naming the
   headers' SOP Instance UIDs in order, and each header's size, orientation and position matching slice k.
+- A multi-frame source (Enhanced CT/MR: the same header for every slice, ``sources`` naming its frames) gets one
+  SEG frame per source frame, in the source's frame order; highdicom then references each frame of the one
+  instance it was derived from.
 """
 
 from __future__ import annotations
@@ -57,7 +60,13 @@ def write_dicom_seg(
     The headers need no pixel data. Raises ValueError where the label map and the source images do not correspond
     slice for slice, or where it holds values the card does not define.
     """
-    _check_correspondence(labels, source_headers)
+    multiframe = _multiframe_source(source_headers)
+    if multiframe is None:
+        _check_correspondence(labels, source_headers)
+        source_images = list(source_headers)
+    else:
+        frame_numbers = _check_frame_correspondence(labels, source_headers)
+        source_images = [multiframe]
     if labels.array.dtype.kind not in "iu":
         raise ValueError(f"a label map holds integers, got {labels.array.dtype}")
     present = np.unique(labels.array)
@@ -73,6 +82,10 @@ def write_dicom_seg(
     for number, spec in enumerate(structures, start=1):
         lookup[spec.label] = number
     frames = lookup[np.transpose(labels.array, (2, 1, 0))]  # [i, j, k] → (k, rows=j, columns=i), segment numbers
+    if multiframe is not None:  # one SEG frame per source frame, in the source's frame order
+        by_frame = np.zeros((int(multiframe.NumberOfFrames), *frames.shape[1:]), dtype=frames.dtype)
+        by_frame[np.asarray(frame_numbers) - 1] = frames
+        frames = by_frame
 
     algorithm = hd.AlgorithmIdentificationSequence(
         name=card.model_id, family=codes.cid7162.ArtificialIntelligence, version=card.version, source=manufacturer
@@ -80,7 +93,7 @@ def write_dicom_seg(
     descriptions = [_segment_description(number, spec, card, algorithm) for number, spec in enumerate(structures, 1)]
     default_description = f"Segmentation {card.model_id} {card.version}"
     seg = hd.seg.Segmentation(
-        source_images=list(source_headers),
+        source_images=source_images,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -241,16 +254,70 @@ def _segment_numbers_on_grid(segmentation: hd.seg.Segmentation, reference: Volum
     return out
 
 
+def _multiframe_source(source_headers: Sequence[Dataset]) -> Dataset | None:
+    """The one multi-frame instance (e.g. Enhanced CT) whose frames are the slices, or None for single frames."""
+    if not source_headers:
+        return None
+    first = source_headers[0]
+    if int(first.get("NumberOfFrames", 1) or 1) <= 1:
+        return None
+    uid = str(first.get("SOPInstanceUID", "") or "")
+    if not uid or any(str(h.get("SOPInstanceUID", "") or "") != uid for h in source_headers):
+        raise ValueError("the slices come from several multi-frame instances: one SEG cannot reference them all")
+    return first
+
+
+def _check_frame_correspondence(labels: Volume, headers: Sequence[Dataset]) -> list[int]:
+    """Each slice k's frame number in the one multi-frame source (``headers``: that instance once per slice),
+    checked as ``_check_correspondence`` checks single frames: count, frame references, size and position."""
+    source = headers[0]
+    n_slices = labels.shape[2]
+    uid = str(source.SOPInstanceUID)
+    if len(headers) != n_slices:
+        raise ValueError(f"the label map has {n_slices} slices but {len(headers)} source headers were given")
+    if len(labels.sources) != n_slices or any(
+        s.sop_instance_uid != uid or s.frame_number is None for s in labels.sources
+    ):
+        raise ValueError("the label map's slices do not name their frames of the multi-frame source image")
+    frame_numbers = [int(s.frame_number) for s in labels.sources]
+    n_frames = int(source.NumberOfFrames)
+    if len(set(frame_numbers)) != n_slices or not all(1 <= f <= n_frames for f in frame_numbers):
+        raise ValueError(f"the label map's frame numbers are not distinct frames of the source's {n_frames}")
+    columns, rows = labels.shape[0], labels.shape[1]
+    if (int(source.Rows), int(source.Columns)) != (rows, columns):
+        raise ValueError(
+            f"the source frames have {source.Rows} x {source.Columns} pixels; the label map's slices "
+            f"are {rows} x {columns}"
+        )
+    affine_lps = labels.affine_lps
+    spacing = np.array(labels.spacing_mm)
+    for k, frame in enumerate(frame_numbers):
+        position = np.array(
+            [float(v) for v in _frame_attribute(source, frame, "PlanePositionSequence", "ImagePositionPatient")]
+        )
+        expected = affine_lps[:3, :3] @ np.array([0.0, 0.0, k]) + affine_lps[:3, 3]
+        if np.linalg.norm(position - expected) > _POSITION_TOLERANCE * spacing.min():
+            raise ValueError(
+                f"source frame {frame} lies at {position.round(3).tolist()} mm (LPS), not at the label map's slice "
+                f"{k} ({expected.round(3).tolist()} mm)"
+            )
+    return frame_numbers
+
+
+def _frame_attribute(source: Dataset, frame: int, sequence: str, keyword: str):
+    """An attribute of one frame of a multi-frame image: its per-frame functional group, else the shared one."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame - 1), ("SharedFunctionalGroupsSequence", 0)):
+        items = source.get(groups)
+        if items and len(items) > index and sequence in items[index]:
+            return items[index][sequence][0][keyword]
+    raise ValueError(f"frame {frame} of the source image has no {keyword}")
+
+
 def _check_correspondence(labels: Volume, source_headers: Sequence[Dataset]) -> None:
     """Refuse a label map that is not slice for slice on the source images (count, UIDs, size, position)."""
     n_slices = labels.shape[2]
     if len(source_headers) != n_slices:
-        hint = ""
-        if len(source_headers) == 1 and int(source_headers[0].get("NumberOfFrames", 1) or 1) > 1:
-            hint = " (multi-frame source images are not supported: pass one single-frame header per slice)"
-        raise ValueError(
-            f"the label map has {n_slices} slices but {len(source_headers)} source headers were given{hint}"
-        )
+        raise ValueError(f"the label map has {n_slices} slices but {len(source_headers)} source headers were given")
     header_uids = [str(h.get("SOPInstanceUID", "") or "") for h in source_headers]
     if labels.sources:
         source_uids = [s.sop_instance_uid for s in labels.sources]
