@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     )
     onnx_threads: int | None = Field(default=None, ge=1, description="intra-op threads; None = ONNX Runtime's default")
 
+    # Input gate: what a volume must be before a model runs on it (twin_imaging.inference.input_gate)
+    gate_min_voxels_per_axis: int = Field(default=3, ge=1, description="fewest voxels along any axis")
+    gate_min_extent_mm: float = Field(default=20.0, ge=0, description="shortest physical extent along any axis")
+    gate_max_extent_mm: float = Field(
+        default=2500.0, gt=0, description="longest physical extent along any axis (a whole body is under 2.2 m)"
+    )
+    gate_max_model_grid_voxels: int = Field(
+        default=150_000_000,
+        ge=1,
+        description="largest volume on the model's grid (memory: about 4 bytes per class per voxel)",
+    )
+    gate_max_ct_hu: float = Field(default=4000.0, description="a CT whose 99th percentile lies above this is not HU")
+
     # Model packages (a folder per model: card.json + ONNX)
     models_dir: Path = Field(default=_REPO_ROOT / "models", description="folder holding one folder per model package")
     default_outcome_model: str = Field(

@@ -151,6 +151,16 @@ def test_upload_refusals_name_the_problem(api, studies, tmp_path):
         files=[("files", ("x.dcm", b"\0" * 128 + b"DICM" + b"\1" * 64, "application/dicom"))],
     )
     assert garbage.status_code == 422, garbage.text
+    one_slice = tmp_path / "one_slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((64, 64, 1), -100, np.int16), np.eye(4)), one_slice)
+    unsuitable = api.post(
+        "/v1/analyze",
+        "integration",
+        data={"patient_id": "GATE-1"},
+        files=[("files", ("one_slice.nii.gz", one_slice.read_bytes(), "application/gzip"))],
+    )
+    assert "64 x 64 x 1 voxels" in error_of(unsuitable, 422)
+    assert api.post("/v1/twin/get", "clinician", json={"patient_id": "GATE-1"}).status_code == 404  # nothing filed
 
 
 def test_malformed_bodies_are_4xx_and_no_url_is_ever_fetched(api):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twin_imaging.inference.input_gate import check_input_suitability
 from twin_imaging.inference.postprocess import keep_largest_components
 from twin_imaging.inference.sessions import create_session, run_session
 from twin_imaging.inference.sliding_window import sliding_window_predict
@@ -67,6 +68,8 @@ class Segmenter:
         )
 
     def segment(self, volume: Volume, *, progress: Callable[[int, int], None] | None = None) -> SegmentationResult:
+        """Raises ``UnsuitableInputError`` (before any large allocation) where the volume does not suit the model."""
+        check_input_suitability(volume, self.card)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         prepared = preprocess_image(volume, self.card.preprocessing)
