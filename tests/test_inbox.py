@@ -44,6 +44,25 @@ def test_a_study_waits_until_quiet_then_one_worker_claims_it(tmp_path, study):
     assert list((tmp_path / "failed").glob("*/*.dcm"))  # kept, not lost
 
 
+def test_state_matches_the_study_uid_exactly_never_a_prefix(tmp_path, study):
+    """Asking for study "1" (or any prefix of a UID) must not report another study's state or error text."""
+    inbox = StudyInbox(tmp_path)
+    for path in study.paths:
+        inbox.store(path.read_bytes())
+    past = time.time() - 120
+    for path in (tmp_path / "incoming" / study.study_instance_uid).iterdir():
+        os.utime(path, (past, past))
+    uid = study.study_instance_uid
+    claimed = inbox.claim(uid)
+    prefixes = ["1", uid.split(".")[0], ".".join(uid.split(".")[:3]), uid[:-1].rstrip(".")]
+    for prefix in prefixes:
+        assert inbox.state(prefix) == {"state": "unknown"}, prefix
+    inbox.fail(claimed, "ValueError: private detail of another study")
+    for prefix in prefixes:
+        assert inbox.state(prefix) == {"state": "unknown"}, prefix
+    assert inbox.state(uid)["state"] == "failed"
+
+
 def test_non_images_and_garbage_are_refused(tmp_path, study):
     inbox = StudyInbox(tmp_path)
     with pytest.raises(DicomInputError, match="not a DICOM"):

@@ -13,6 +13,7 @@ goes back to ``incoming`` on ``recover()`` and is analysed again (attaching to t
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import logging
@@ -128,9 +129,9 @@ class StudyInbox:
         incoming = self.root / "incoming" / study_instance_uid
         if incoming.is_dir():
             return {"state": "waiting", "instances": sum(1 for _ in incoming.glob("*.dcm"))}
-        if any((self.root / "processing").glob(f"{study_instance_uid}.*")):
+        if _claims_of(self.root / "processing", study_instance_uid):
             return {"state": "processing"}
-        failed = sorted((self.root / "failed").glob(f"{study_instance_uid}.*"))
+        failed = _claims_of(self.root / "failed", study_instance_uid)
         done = self.root / "done" / f"{study_instance_uid}.json"
         if done.is_file() and (not failed or done.stat().st_mtime >= failed[-1].stat().st_mtime):
             return json.loads(done.read_text(encoding="utf-8"))
@@ -172,3 +173,12 @@ class StudyInbox:
     @staticmethod
     def _fresh(parent: Path, study_instance_uid: str) -> Path:
         return parent / f"{study_instance_uid}.{time.time_ns()}"
+
+
+def _claims_of(parent: Path, study_instance_uid: str) -> list[Path]:
+    """The folders ``_fresh`` made for exactly this study, oldest first. A glob such as ``1.*`` would also match
+    every study whose UID starts with ``1.`` (UIDs hold dots): the name must be the UID, a dot and the 19 digits of
+    ``time.time_ns()``."""
+    pattern = re.compile(re.escape(study_instance_uid) + r"\.\d{19}")
+    matches = [p for p in parent.glob(f"{glob.escape(study_instance_uid)}.*") if pattern.fullmatch(p.name)]
+    return sorted(matches, key=lambda p: int(p.name.rsplit(".", 1)[1]))
