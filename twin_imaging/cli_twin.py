@@ -25,7 +25,7 @@ def open_store(db: str | None, *, data_dir: Path | None = None):
     from twin_imaging.twin.store import TwinStore
 
     if data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         url = db or f"sqlite:///{data_dir.resolve() / 'twin.sqlite3'}"
         return TwinStore(url, artifacts_dir=data_dir / "artifacts")
     return TwinStore(db) if db else TwinStore()

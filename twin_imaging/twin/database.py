@@ -8,6 +8,7 @@ migrations in ``migrations/``: ``upgrade_database(url)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,15 +43,18 @@ def database_url(url: str | URL) -> URL:
 
 
 def create_twin_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """An engine for the twin store; a SQLite file's folder is created."""
+    """An engine for the twin store. A SQLite file is created owner-only (0600; SQLite gives its WAL and shared-
+    memory files the database file's mode), in a folder created owner-only (0700): it holds patient data."""
     url = database_url(url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-            folder = Path(url.database).expanduser().parent
+            path = Path(url.database).expanduser()
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # created 0600, whatever the umask
+                os.chmod(path, 0o600)  # and tightened where an older version made it 0644
             except OSError as error:
-                raise TwinError(f"cannot create the twin database's folder {folder}: {error.strerror}") from None
+                raise TwinError(f"cannot create the twin database {path}: {error.strerror}") from None
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
