@@ -51,6 +51,9 @@ def create_twin_engine(url: str | URL, **kwargs: Any) -> Engine:
             path = Path(url.database).expanduser()
             try:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as error:
+                raise TwinError(f"cannot create the twin database's folder {path.parent}: {error.strerror}") from None
+            try:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # created 0600, whatever the umask
                 os.chmod(path, 0o600)  # and tightened where an older version made it 0644
             except OSError as error:
