@@ -14,6 +14,7 @@ from twin_imaging.errors import (
     ArtifactError,
     InputError,
     ModelError,
+    TwinConflictError,
     TwinError,
     TwinImagingError,
     UnknownAnalysisError,
@@ -50,6 +51,8 @@ def status_of(exc: BaseException) -> int:
         return HTTPStatus.SERVICE_UNAVAILABLE
     if isinstance(exc, InputError):
         return HTTPStatus.UNPROCESSABLE_ENTITY
+    if isinstance(exc, TwinConflictError):
+        return HTTPStatus.CONFLICT
     if isinstance(exc, TwinError):
         return HTTPStatus.CONFLICT if "conflict" in str(exc) else HTTPStatus.BAD_REQUEST
     return HTTPStatus.INTERNAL_SERVER_ERROR

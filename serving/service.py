@@ -25,6 +25,7 @@ from starlette.responses import FileResponse
 
 from serving.auth import ApiKeyMiddleware
 from serving.dicomweb import dicomweb_app
+from serving.docs_page import OwnDocsPage
 from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
 from serving.openapi import document_dicomweb_routes
@@ -316,6 +317,7 @@ class TwinImaging:
 
 
 TwinImaging.add_asgi_middleware(ApiKeyMiddleware)  # keys file and body limit from the settings at start-up
+TwinImaging.add_asgi_middleware(OwnDocsPage)  # the docs page without BentoML's third-party scripts
 
 
 def _actor(ctx: bentoml.Context) -> str:

@@ -287,7 +287,7 @@ def demo(ctx: click.Context, out_dir: Path) -> None:
     click.echo(f"wrote the phantom CT study to {study_dir}\n")
     ctx.invoke(inspect, input_path=study_dir, series_uid=None, as_json=False)
     click.echo("")
-    write_nifti(study.series_by_number(_MAIN_SERIES_NUMBER).phantom.labels, out_dir / "phantom_labels.nii.gz")
+    _write_phantom_truth(study.series_by_number(_MAIN_SERIES_NUMBER).phantom.labels, out_dir / "phantom_labels.nii.gz")
     ctx.invoke(
         analyze,
         input_path=study_dir,
@@ -301,8 +301,24 @@ def demo(ctx: click.Context, out_dir: Path) -> None:
         patient_id=None,
     )
     click.echo(
-        f"the phantom's exact labels, to compare with analysis/labels.nii.gz: {out_dir / 'phantom_labels.nii.gz'}"
+        f"the phantom's exact labels in the model's label values, to compare with analysis/labels.nii.gz: "
+        f"{out_dir / 'phantom_labels.nii.gz'}"
     )
+
+
+def _write_phantom_truth(labels: Volume, path: Path) -> None:
+    """The phantom's labels in the default model's label table (by structure name), so that a viewer compares
+    like with like; phantom structures the model does not label become 0, and are named."""
+    from twin_imaging.datalist import label_lookup
+    from twin_imaging.models import default_segmentation_package
+
+    card = default_segmentation_package().card
+    names = [s.name for s in card.structures]
+    lookup = label_lookup(labels.label_names or {}, names)
+    write_nifti(labels.with_array(lookup[labels.array], label_names=card.label_names()), path)
+    dropped = sorted(set((labels.label_names or {}).values()) - set(names))
+    if dropped:
+        click.echo(f"phantom structures the model does not label (0 in {path.name}): {', '.join(dropped)}")
 
 
 _MAIN_SERIES_NUMBER = 2

@@ -25,6 +25,10 @@ class TwinError(TwinImagingError):
     """The patient twin refused a request: bad input, a conflict with what it holds, or a store it cannot use."""
 
 
+class TwinConflictError(TwinError):
+    """What was sent contradicts what the twin already holds (e.g. another value for the same observation)."""
+
+
 class UnknownPatientError(TwinError):
     """No twin exists under the given patient key."""
 

@@ -1,5 +1,7 @@
-"""Atomic file writes: a temporary name in the target's folder, then a rename, so a reader (or a crash) never leaves
-half a file under the real name. Files are readable by others (0644), as outputs meant for other tools should be."""
+"""Atomic, durable file writes: a temporary name in the target's folder, fsync, then a rename, so a reader (or a
+crash) never leaves half a file under the real name; then the folder is fsynced too, since on POSIX a rename is
+only durable once its directory is (what "written durably before the acknowledgement" promises). Files are
+readable by others (0644), as outputs meant for other tools should be."""
 
 from __future__ import annotations
 
@@ -27,9 +29,28 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "", mode: int = FILE_M
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
+        fsync_directory(path.parent)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def fsync_directory(folder: str | os.PathLike) -> None:
+    """Make the entries of ``folder`` (a file renamed into or out of it) durable."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def rename_durably(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``os.rename`` (atomic; raises FileNotFoundError where another worker took ``source`` first), then fsync of
+    both folders so the move survives a crash."""
+    os.rename(source, target)
+    fsync_directory(Path(target).parent)
+    if Path(source).parent != Path(target).parent:
+        fsync_directory(Path(source).parent)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

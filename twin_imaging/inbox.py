@@ -29,7 +29,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from twin_imaging.errors import DicomInputError
-from twin_imaging.files import atomic_path, write_bytes_atomic
+from twin_imaging.files import atomic_path, fsync_directory, rename_durably, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -104,7 +104,7 @@ class StudyInbox:
         """Move the study to ``processing`` (atomic); None where another worker claimed it first."""
         target = self._fresh(self.root / "processing", study_instance_uid)
         try:
-            os.rename(self.root / "incoming" / study_instance_uid, target)
+            rename_durably(self.root / "incoming" / study_instance_uid, target)
         except FileNotFoundError:
             return None
         return ClaimedStudy(study_instance_uid, target)
@@ -117,7 +117,7 @@ class StudyInbox:
     def fail(self, claimed: ClaimedStudy, message: str) -> Path:
         """Keep the instances in ``failed`` with the reason, for a person to look at or resubmit."""
         target = self._fresh(self.root / "failed", claimed.study_instance_uid)
-        os.rename(claimed.path, target)
+        rename_durably(claimed.path, target)
         with atomic_path(target / "error.txt") as temporary:
             temporary.write_text(message + "\n", encoding="utf-8")
         return target
@@ -166,6 +166,7 @@ class StudyInbox:
             target.mkdir(exist_ok=True)
             for item in folder.iterdir():
                 os.replace(item, target / item.name)
+            fsync_directory(target)
             folder.rmdir()
             moved += 1
         return moved

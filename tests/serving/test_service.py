@@ -47,6 +47,17 @@ def test_health_readiness_metrics_and_openapi_need_no_key(api):
     assert {"/v1/analyze", "/dicomweb/studies", "/dicomweb/studies/{study}"} <= set(paths)
 
 
+def test_the_docs_page_makes_no_third_party_request(api):
+    """BentoML's own index page loads Google Tag Manager; ours loads only the service's own files, under a CSP."""
+    page = api.get("/", None)
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert "googletagmanager" not in page.text and "https://" not in page.text and "http://" not in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    for script in ("swagger-ui-bundle.js", "swagger-initializer.js"):
+        assert api.get(f"/static_content/{script}", None).status_code == 200, script
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer tik_wrong"}, {"X-API-Key": "nope"}])
 def test_a_missing_or_wrong_key_gets_401(api, headers):
     response = api.client.post("/v1/models", json={}, headers=headers)
@@ -296,6 +307,15 @@ def test_observations_are_recorded_and_bad_ones_refused(api, analysed):
     )
     assert "no patient" in error_of(
         api.post("/v1/twin/observations", "clinician", json={**good, "patient_id": "NOBODY"}), 404
+    )
+    # the eGFR code's UCUM unit, a sane date, and one value per code and time
+    assert "mL/min/{1.73_m2}" in error_of(
+        api.post("/v1/twin/observations", "clinician", json={**good, "unit": "u"}), 400
+    )
+    far = {**good, "effective_at": "9999-12-31T00:00:00Z"}
+    assert "between 1900-01-01 and today" in error_of(api.post("/v1/twin/observations", "clinician", json=far), 400)
+    assert "already recorded" in error_of(
+        api.post("/v1/twin/observations", "clinician", json={**good, "value": 12.0}), 409
     )
 
 

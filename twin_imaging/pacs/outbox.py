@@ -25,7 +25,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-from twin_imaging.files import write_bytes_atomic
+from twin_imaging.files import rename_durably, write_bytes_atomic
 from twin_imaging.pacs.dicomweb import PacsError
 
 MAX_WAIT_S = 3600.0
@@ -101,7 +101,7 @@ class Outbox:
             pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
             write_bytes_atomic(staging / f"{number:04d}.dcm", buffer.getvalue())
         self._write_job(staging, OutboxItem(item_id, destination, label))
-        os.rename(staging, self.root / "pending" / item_id)  # the item appears whole or not at all
+        rename_durably(staging, self.root / "pending" / item_id)  # the item appears whole or not at all
         return item_id
 
     def pending(self) -> list[OutboxItem]:

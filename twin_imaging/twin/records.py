@@ -10,10 +10,11 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from twin_imaging.errors import TwinError
+from twin_imaging.errors import TwinConflictError, TwinError
 from twin_imaging.twin import views as v
 from twin_imaging.twin.audit import audit
 from twin_imaging.twin.ingest import utc
+from twin_imaging.twin.observation_units import check_effective_at, checked_unit
 from twin_imaging.twin.schema import Analysis, Observation, Patient, Prediction, Procedure, Series, Study
 
 
@@ -25,6 +26,8 @@ def add_observation(session: Session, patient: Patient, o: v.ObservationInput, a
     if not isinstance(o.effective_at, datetime):
         raise TwinError(f"observation {o.code} needs effective_at as a datetime, got {o.effective_at!r}")
     at = utc(o.effective_at)
+    check_effective_at(o.code, at)
+    unit = checked_unit(o.code_system, o.code, o.unit)
     row = session.scalar(
         select(Observation).where(
             Observation.patient_id == patient.id,
@@ -34,10 +37,10 @@ def add_observation(session: Session, patient: Patient, o: v.ObservationInput, a
         )
     )
     if row is not None:
-        if row.value != float(o.value) or row.unit != o.unit:
-            raise TwinError(
-                f"observation {o.code} at {at.isoformat()} is already recorded as {row.value:g} {row.unit}, "
-                f"not {o.value:g} {o.unit}"
+        if row.value != float(o.value) or row.unit != unit:
+            raise TwinConflictError(
+                f"conflict: observation {o.code} at {at.isoformat()} is already recorded as {row.value:g} "
+                f"{row.unit}, not {o.value:g} {unit}"
             )
         return row
     row = Observation(
@@ -46,7 +49,7 @@ def add_observation(session: Session, patient: Patient, o: v.ObservationInput, a
         code_system=o.code_system,
         display=o.display,
         value=float(o.value),
-        unit=o.unit,
+        unit=unit,
         effective_at=at,
         source=o.source,
     )
