@@ -145,7 +145,7 @@ def analyze_study(
             sr = write_measurement_report(seg, measurements, study.source_headers, card)
             outputs.append(_output("dicom_sr", _write_dicom(sr, out_dir / "sr.dcm"), sr.SOPInstanceUID))
     with _timed(timings, "write.overlays"):
-        overlay_structures = [OverlayStructure(s.label, s.name, tuple(s.color_rgb)) for s in card.structures]
+        overlay_structures = [OverlayStructure(s.label, s.display_name, tuple(s.color_rgb)) for s in card.structures]
         overlays = render_overlays(
             study.volume,
             labels,

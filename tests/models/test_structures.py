@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import shared_file
@@ -57,8 +59,10 @@ def test_totalsegmentator_table_agrees_with_builtin_structures(shared_data):
     table = read_structure_table(shared_file(shared_data, MAPPING_CSV))
 
     assert len(table) > 100
-    for name, builtin in BUILTIN_STRUCTURES.items():
-        assert table[name] == builtin, name
+    for name, builtin in BUILTIN_STRUCTURES.items():  # the same codes; the colours are the project's palette
+        assert {k: v for k, v in table[name].items() if k != "color_rgb"} == {
+            k: v for k, v in builtin.items() if k != "color_rgb"
+        }, name
     assert table["kidney_left"]["type_modifier"] == LEFT
     assert table["kidney_right"]["type_modifier"] == RIGHT
     assert table["liver"]["type_modifier"] is None
@@ -74,6 +78,32 @@ def test_totalsegmentator_table_rows_are_valid_specs(shared_data):
     assert len(specs) == len(names) > 100
     assert all(isinstance(s, StructureSpec) and len(s.color_rgb) == 3 for s in specs)
     assert all(s.category is not None and s.type is not None for s in specs)
+
+
+def cielab(rgb) -> np.ndarray:
+    """sRGB (D65) → CIELab, by the standard formulas (an independent reference for the palette test)."""
+    c = np.asarray(rgb, dtype=float) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_the_palette_tells_every_two_structures_apart():
+    """Liver and spleen were two greens (CIELab distance 12.5), the kidneys two blues (15.4): now at least 25."""
+    lab = {name: cielab(entry["color_rgb"]) for name, entry in BUILTIN_STRUCTURES.items()}
+    closest = min((float(np.linalg.norm(lab[a] - lab[b])), a, b) for a, b in itertools.combinations(sorted(lab), 2))
+    assert closest[0] >= 25.0, closest
+    assert np.linalg.norm(cielab((40, 140, 40)) - cielab((50, 170, 60))) < 13  # the reference itself is sound
+
+
+def test_display_names_are_what_a_clinician_reads():
+    specs = {s.name: s for s in structure_specs(list(BUILTIN_STRUCTURES), BUILTIN_STRUCTURES)}
+    assert specs["kidney_right"].display_name == "Right kidney"
+    assert specs["adrenal_gland_left"].display_name == "Left adrenal gland"
+    assert specs["inferior_vena_cava"].display_name == "Inferior vena cava"
+    assert specs["liver"].display_name == "Liver"
 
 
 def test_builtin_left_and_right_kidneys_differ_only_in_modifier_and_colour():

@@ -40,6 +40,14 @@ class StructureSpec(_Strict):
         default=False, description="post-processing: keep only the largest 3D connected component"
     )
 
+    @property
+    def display_name(self) -> str:
+        """The name a clinician reads: from the coded concept ("Right kidney"), not the snake_case id."""
+        meaning = self.type.meaning
+        if self.type_modifier is None:
+            return meaning
+        return f"{self.type_modifier.meaning} {meaning[:1].lower()}{meaning[1:]}"
+
     @field_validator("color_rgb")
     @classmethod
     def _check_color(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -30,21 +30,23 @@ def _builtin(type_value: str, meaning: str, color_rgb: tuple[int, int, int], mod
 
 
 # The abdominal structures the project's own models use, so that training on the phantom needs no external table.
-# SNOMED CT codes as in DICOM PS3.16; colours as TotalSegmentator displays them (Apache-2.0).
+# SNOMED CT codes as in DICOM PS3.16 (and TotalSegmentator's mapping). Colours: the project's own palette, chosen so
+# that every two of these structures differ by a CIELab distance of at least 25 (TotalSegmentator's colours give the
+# liver and the spleen two greens 12.5 apart, the kidneys two blues 15.4 apart); the card and the SEG carry them.
 BUILTIN_STRUCTURES: dict[str, dict] = {
-    "liver": _builtin("10200004", "Liver", (40, 140, 40)),
-    "spleen": _builtin("78961009", "Spleen", (50, 170, 60)),
-    "kidney_left": _builtin("64033007", "Kidney", (46, 138, 184), _LEFT),
-    "kidney_right": _builtin("64033007", "Kidney", (34, 102, 136), _RIGHT),
-    "pancreas": _builtin("15776009", "Pancreas", (60, 150, 80)),
-    "stomach": _builtin("69695003", "Stomach", (180, 70, 160)),
-    "gallbladder": _builtin("28231008", "Gallbladder", (54, 216, 119)),
-    "aorta": _builtin("15825003", "Aorta", (216, 108, 54)),
-    "esophagus": _builtin("32849002", "Esophagus", (190, 90, 170)),
-    "inferior_vena_cava": _builtin("64131007", "Inferior vena cava", (0, 70, 200)),
-    "portal_vein_and_splenic_vein": _builtin("110765007", "Portal vein and splenic vein", (0, 90, 220)),
-    "adrenal_gland_left": _builtin("23451007", "Adrenal gland", (241, 172, 34), _LEFT),
-    "adrenal_gland_right": _builtin("23451007", "Adrenal gland", (178, 128, 26), _RIGHT),
+    "liver": _builtin("10200004", "Liver", (140, 86, 75)),
+    "spleen": _builtin("78961009", "Spleen", (148, 103, 189)),
+    "kidney_left": _builtin("64033007", "Kidney", (23, 190, 207), _LEFT),
+    "kidney_right": _builtin("64033007", "Kidney", (255, 215, 0), _RIGHT),
+    "pancreas": _builtin("15776009", "Pancreas", (227, 119, 194)),
+    "stomach": _builtin("69695003", "Stomach", (255, 127, 14)),
+    "gallbladder": _builtin("28231008", "Gallbladder", (44, 160, 44)),
+    "aorta": _builtin("15825003", "Aorta", (214, 39, 40)),
+    "esophagus": _builtin("32849002", "Esophagus", (152, 223, 138)),
+    "inferior_vena_cava": _builtin("64131007", "Inferior vena cava", (31, 119, 180)),
+    "portal_vein_and_splenic_vein": _builtin("110765007", "Portal vein and splenic vein", (174, 199, 232)),
+    "adrenal_gland_left": _builtin("23451007", "Adrenal gland", (188, 189, 34), _LEFT),
+    "adrenal_gland_right": _builtin("23451007", "Adrenal gland", (255, 152, 150), _RIGHT),
 }
 _TYPE = "SegmentedPropertyTypeCodeSequence"
 _MODIFIER = "SegmentedPropertyTypeModifierCodeSequence"
