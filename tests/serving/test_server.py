@@ -103,3 +103,21 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
     )
     report.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-6000:]
+
+
+def test_refused_requests_leave_no_patient_identifier_in_the_server_log(server):
+    """Bad requests carrying a patient id: the server log names routes and fields, never the values sent."""
+    secret = "PAT-SECRET-4711"
+    bad = [
+        ("/v1/twin/get", {"patient_id": secret, "format": "xml"}),
+        ("/v1/twin/observations", {"patient_id": secret, "code": "x", "display": "x", "value": "high", "unit": "u"}),
+        ("/v1/twin/timeline", {"patient_id": secret * 40}),
+        ("/v1/twin/get", {"patient_id": secret}),  # unknown patient: 404
+    ]
+    for route, body in bad:
+        response = httpx.post(f"{server.url}{route}", json=body, headers=server.headers("clinician"), timeout=30)
+        assert 400 <= response.status_code < 500, (route, response.status_code)
+    time.sleep(1.0)  # the worker's log lines reach the file
+    log = server.log_text()
+    assert secret not in log
+    assert "Traceback" not in log
