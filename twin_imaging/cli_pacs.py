@@ -20,7 +20,9 @@ def _outbox():
     from twin_imaging.settings import get_settings
 
     settings = get_settings()
-    return Outbox(settings.outbox_dir, retry_seconds=settings.outbox_retry_seconds)
+    return Outbox(
+        settings.outbox_dir, retry_seconds=settings.outbox_retry_seconds, max_attempts=settings.outbox_max_attempts
+    )
 
 
 def _send():
@@ -96,12 +98,17 @@ def deliver(force: bool) -> None:
 
 @pacs.command()
 def outbox() -> None:
-    """What waits in the outbox: destination, attempts, last error."""
-    items = _outbox().pending()
-    for item in items:
-        last = item.errors[-1] if item.errors else "not tried yet"
-        click.echo(f"{item.item_id}\t{item.label}\t{item.destination.describe()}\t{item.attempts} attempts\t{last}")
-    if not items:
+    """What waits in the outbox, and what was given up (dead letters): destination, attempts, last error."""
+    box = _outbox()
+    items, dead = box.pending(), box.dead()
+    for state, group in (("pending", items), ("DEAD", dead)):
+        for item in group:
+            last = item.errors[-1] if item.errors else "not tried yet"
+            click.echo(
+                f"{state}\t{item.item_id}\t{item.label}\t{item.destination.describe()}\t{item.attempts} attempts\t"
+                f"{last}"
+            )
+    if not items and not dead:
         click.echo("the outbox is empty")
 
 

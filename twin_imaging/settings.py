@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         gt=0,
         description="first wait before a failed delivery is retried; doubles per attempt, up to an hour",
     )
+    outbox_max_attempts: int = Field(
+        default=20, ge=1, description="attempts before a delivery is given up and moved to the outbox's dead/"
+    )
     listener_ae_title: str = Field(default="TWIN", min_length=1, max_length=16)
     listener_port: int = Field(default=11112, ge=1, le=65535)
     listener_allowed_calling_aets: str = Field(

@@ -6,14 +6,17 @@
 
 Layout: ``pending/<id>/`` (``job.json`` + one ``.dcm`` per instance; an item appears there whole, by rename),
 ``sent/<id>.json`` (what was delivered where, when). A failed item stays in ``pending`` with its attempts, its next
-attempt time and the errors, and is retried with a doubling wait (capped at an hour) until it is delivered; nothing
-is dropped. Credentials are never written here: a delivery reads them from the settings.
+attempt time and the errors, and is retried with a doubling wait (capped at an hour); each item fails on its own,
+whatever the error, and the others go on. After ``max_attempts`` an item moves to ``dead/<id>/`` (a dead letter,
+listed by ``pacs outbox``, kept for a person to resend); nothing is dropped. Credentials are never written here: a
+delivery reads them from the settings.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import time
@@ -27,6 +30,8 @@ from pydicom.dataset import Dataset
 
 from twin_imaging.files import rename_durably, write_bytes_atomic
 from twin_imaging.pacs.dicomweb import PacsError
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 3600.0
 
@@ -80,16 +85,18 @@ class OutboxItem:
 class DeliveryReport:
     sent: tuple[str, ...]
     retrying: tuple[str, ...]
+    dead: tuple[str, ...] = ()
 
 
 SendFunction = Callable[[Destination, list[Dataset]], None]
 
 
 class Outbox:
-    def __init__(self, root: str | os.PathLike, *, retry_seconds: float = 10.0) -> None:
+    def __init__(self, root: str | os.PathLike, *, retry_seconds: float = 10.0, max_attempts: int = 20) -> None:
         self.root = Path(root)
         self.retry_seconds = retry_seconds
-        for name in ("staging", "pending", "sent"):
+        self.max_attempts = max_attempts
+        for name in ("staging", "pending", "sent", "dead"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
     def enqueue(self, datasets: Sequence[Dataset], destination: Destination, *, label: str) -> str:
@@ -105,8 +112,12 @@ class Outbox:
         return item_id
 
     def pending(self) -> list[OutboxItem]:
+        return self._items(self.root / "pending")
+
+    @staticmethod
+    def _items(parent: Path) -> list[OutboxItem]:
         items = []
-        for folder in sorted((self.root / "pending").iterdir()):
+        for folder in sorted(parent.iterdir()):
             data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
             data["destination"] = Destination(**data["destination"])
             items.append(OutboxItem(**data, path=folder))
@@ -115,18 +126,24 @@ class Outbox:
     def deliver_due(self, send: SendFunction, *, now: float | None = None, force: bool = False) -> DeliveryReport:
         """Try every item whose next attempt is due (every item with ``force``)."""
         now = time.time() if now is None else now
-        sent, retrying = [], []
+        sent, retrying, dead = [], [], []
         for item in self.pending():
             if not force and item.next_attempt > now:
                 continue
             try:
                 send(item.destination, item.datasets())
-            except PacsError as exc:
+            except Exception as exc:  # one item's failure, of any kind, is its own: the queue behind it goes on
                 item.attempts += 1
                 item.next_attempt = time.time() + min(self.retry_seconds * 2 ** (item.attempts - 1), MAX_WAIT_S)
-                item.errors = [*item.errors[-9:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {exc}"]
+                reason = str(exc) if isinstance(exc, PacsError) else f"{type(exc).__name__}: {exc}"
+                item.errors = [*item.errors[-9:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}"]
                 self._write_job(item.path, item)
-                retrying.append(item.item_id)
+                if item.attempts >= self.max_attempts:
+                    rename_durably(item.path, self.root / "dead" / item.item_id)
+                    log.warning("outbox item %s given up after %d attempts: in dead/", item.item_id, item.attempts)
+                    dead.append(item.item_id)
+                else:
+                    retrying.append(item.item_id)
                 continue
             record = {
                 "item_id": item.item_id,
@@ -139,7 +156,11 @@ class Outbox:
             write_bytes_atomic(self.root / "sent" / f"{item.item_id}.json", json.dumps(record).encode())
             shutil.rmtree(item.path)
             sent.append(item.item_id)
-        return DeliveryReport(tuple(sent), tuple(retrying))
+        return DeliveryReport(tuple(sent), tuple(retrying), tuple(dead))
+
+    def dead(self) -> list[OutboxItem]:
+        """Items given up after ``max_attempts``: kept whole, for a person to look at and resend."""
+        return self._items(self.root / "dead")
 
     @staticmethod
     def _write_job(folder: Path, item: OutboxItem) -> None:
