@@ -163,3 +163,37 @@ def test_non_finite_values_are_refused(case, seg, bad):
 def test_requires_headers(case, seg):
     with pytest.raises(ValueError, match="headers"):
         write_measurement_report(seg, measurements_of(case), [], case.card)
+
+
+def test_instance_uids_follow_the_result_and_tracking_uids_follow_patient_and_structure(case, seg, sr):
+    """The same result again: the same SEG and SR UIDs (a repeat files nothing new). A changed result (one voxel of
+    one structure): new instance UIDs in the same series, so a PACS does not keep the stale object. Tracking UIDs:
+    one per patient and structure, the same in every study of that patient (TID 1500 follows a finding)."""
+    again = write_dicom_seg(case.labels, case.headers, case.card)
+    assert again.SOPInstanceUID == seg.SOPInstanceUID
+    assert write_measurement_report(again, measurements_of(case), case.headers, case.card).SOPInstanceUID == (
+        sr.SOPInstanceUID
+    )
+    changed_array = case.labels.array.copy()
+    i, j, k = np.argwhere(changed_array > 0)[0]
+    changed_array[i, j, k] = 0
+    changed = write_dicom_seg(case.labels.with_array(changed_array), case.headers, case.card)
+    assert changed.SOPInstanceUID != seg.SOPInstanceUID and changed.SeriesInstanceUID == seg.SeriesInstanceUID
+    changed_sr = write_measurement_report(changed, measurements_of(case), case.headers, case.card)
+    assert changed_sr.SOPInstanceUID != sr.SOPInstanceUID and changed_sr.SeriesInstanceUID == sr.SeriesInstanceUID
+
+    def tracking(report) -> dict[str, str]:
+        uids = {}
+        for group in hd.sr.Comprehensive3DSR.from_dataset(report).content.get_volumetric_roi_measurement_groups():
+            uids[group.tracking_identifier] = group.tracking_uid
+        return uids
+
+    first = tracking(sr)
+    assert len(set(first.values())) == len(first) > 1  # one per structure
+    other_study = [copy.deepcopy(h) for h in case.headers]
+    for header in other_study:  # the same patient, another study (e.g. after surgery)
+        header.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+        header.SOPInstanceUID = header.SOPInstanceUID + ".9"
+    seg_b = write_dicom_seg(replace(case.labels, sources=()), other_study, case.card)
+    sr_b = write_measurement_report(seg_b, measurements_of(case), other_study, case.card)
+    assert tracking(sr_b) == first

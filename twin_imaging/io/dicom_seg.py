@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 import twin_imaging
-from twin_imaging.io.dicom_uids import derived_uid
+from twin_imaging.io.dicom_uids import content_digest, derived_uid
 from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
 from twin_imaging.volume import Volume
 
@@ -99,7 +99,7 @@ def write_dicom_seg(
         segment_descriptions=descriptions,
         series_instance_uid=derived_uid(source_headers, card, "seg.series"),
         series_number=series_number,
-        sop_instance_uid=derived_uid(source_headers, card, "seg.instance"),
+        sop_instance_uid=derived_uid(source_headers, card, "seg.instance", content_digest(labels.array)),
         instance_number=instance_number,
         manufacturer=manufacturer,
         manufacturer_model_name=card.model_id,

@@ -23,10 +23,12 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from twin_imaging.io.dicom_uids import derived_uid
+import twin_imaging
+from twin_imaging.io.dicom_uids import derived_uid, tracking_uid
 from twin_imaging.measure import StructureMeasurement
 from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
 
+_VERSION = twin_imaging.__version__  # the measurements follow from the SEG and this code
 CT_OF_ABDOMEN = hd.sr.CodedConcept("169070004", "SCT", "Computed tomography of abdomen")
 MILLILITER = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
 ATTENUATION_COEFFICIENT = hd.sr.CodedConcept("112031", "DCM", "Attenuation Coefficient")
@@ -66,7 +68,7 @@ def write_measurement_report(
             raise ValueError(f"SEG segment {number} ({name!r}) is not a structure of model {card.model_id}") from None
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=name),
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid(source_headers, name), identifier=name),
                 referenced_segment=hd.sr.ReferencedSegment(
                     sop_class_uid=seg.SOPClassUID,
                     sop_instance_uid=seg.SOPInstanceUID,
@@ -101,7 +103,7 @@ def write_measurement_report(
         content=report[0],
         series_instance_uid=derived_uid(source_headers, card, "sr.series"),
         series_number=series_number,
-        sop_instance_uid=derived_uid(source_headers, card, "sr.instance"),
+        sop_instance_uid=derived_uid(source_headers, card, "sr.instance", str(seg.SOPInstanceUID), _VERSION),
         instance_number=instance_number,
         manufacturer=manufacturer,
         is_complete=True,

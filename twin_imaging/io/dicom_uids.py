@@ -1,16 +1,22 @@
-"""UIDs of the objects an analysis derives from a series (SEG, SR, their series).
+"""UIDs of the objects an analysis derives from a series (SEG, SR, their series), and SR tracking identifiers.
 
 Derived, not random: the same source images analysed by the same model (id, version, ONNX sha256) get the same
-UIDs, so analysing a study again (a repeated pull, a resent study) files the same objects into the PACS, which keeps
-one, instead of adding a duplicate SEG series each time. A name-based UUID (RFC 4122 version 5, SHA-1) of the inputs
-makes a ``2.25.`` UID (PS3.5 B.2); pydicom's ``generate_uid(prefix=None)`` would ignore the inputs (random UUID).
+series UIDs, and, with the same result, the same instance UIDs, so analysing a study again (a repeated pull, a
+resent study) files the same objects into the PACS, which keeps one, instead of adding a duplicate SEG each time.
+A changed result (a fix in the code, more instances of the series) gets new instance UIDs in the same series, so
+the PACS does not keep the stale object under the old UID. Tracking identifiers are stable per patient and
+structure, so that TID 1500 can follow one finding (the left kidney) across studies. A name-based UUID (RFC 4122
+version 5, SHA-1) of the inputs makes a ``2.25.`` UID (PS3.5 B.2); pydicom's ``generate_uid(prefix=None)`` would
+ignore the inputs (random UUID).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/twin-imaging/twin-imaging/uids")
@@ -21,7 +27,23 @@ def uid_from(*parts: str) -> str:
     return f"2.25.{uuid.uuid5(_NAMESPACE, chr(31).join(parts)).int}"
 
 
-def derived_uid(source_headers: Sequence[Dataset], card, kind: str) -> str:
-    """``kind`` names the object and level, e.g. "seg.series", "seg.instance", "sr.instance"."""
+def derived_uid(source_headers: Sequence[Dataset], card, kind: str, *content: str) -> str:
+    """``kind`` names the object and level, e.g. "seg.series", "seg.instance", "sr.instance"; ``content`` is what
+    defines an instance beyond its inputs and model (e.g. ``content_digest`` of the label map)."""
     sources = [str(h.SOPInstanceUID) for h in source_headers]
-    return uid_from("twin-imaging", kind, card.model_id, card.version, card.onnx.sha256, *sources)
+    return uid_from("twin-imaging", kind, card.model_id, card.version, card.onnx.sha256, *sources, *content)
+
+
+def content_digest(array: np.ndarray) -> str:
+    """A fingerprint of an array's values, shape and type (for UIDs, not for integrity: BLAKE2b, 128 bits)."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def tracking_uid(source_headers: Sequence[Dataset], structure: str) -> str:
+    """The same UID for one structure of one patient in every study (the study, where the PatientID is blank)."""
+    header = source_headers[0]
+    patient = str(header.get("PatientID", "") or "") or f"study {header.get('StudyInstanceUID', '')}"
+    return uid_from("twin-imaging tracking", patient, structure)

@@ -28,7 +28,9 @@ def overlay_secondary_captures(result: AnalysisResult) -> list[Dataset]:
     import highdicom as hd
 
     reference = result.input.source_headers[0]
-    series_uid = uid_from(result.seg.SOPInstanceUID, "overlays") if result.seg else generate_uid()
+    # The series follows the SEG's series (inputs and model), each picture its own content: a changed result gets
+    # new instances in the same series, the same result the same UIDs.
+    series_uid = uid_from(result.seg.SeriesInstanceUID, "overlays") if result.seg else generate_uid()
     captures = []
     planes = [o for o in result.document.outputs if o.kind == "overlay_png"]
     for number, output in enumerate(planes, start=1):
@@ -42,7 +44,7 @@ def overlay_secondary_captures(result: AnalysisResult) -> list[Dataset]:
             coordinate_system="PATIENT",
             series_instance_uid=series_uid,
             series_number=SC_SERIES_NUMBER,
-            sop_instance_uid=uid_from(series_uid, output.file),
+            sop_instance_uid=uid_from(series_uid, output.file, output.sha256),
             instance_number=number,
             manufacturer="twin-imaging",
             patient_orientation=_PATIENT_ORIENTATION.get(output.plane or "axial", ("L", "P")),
