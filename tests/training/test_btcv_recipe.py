@@ -56,3 +56,25 @@ def test_recipe_maps_every_btcv_label_and_uses_btcv_window(model_id):
         assert ours == name or (ours, name) == ("portal_vein_and_splenic_vein", "portal_and_splenic_vein")
     spacing = tuple(model.spacing_mm)
     assert spacing == (3.0, 3.0, 3.0) if model_id.endswith("fast") else max(spacing[:2]) <= 2.0
+
+
+def test_the_all30_overlay_trains_every_case_plus_phantoms_from_the_split_model():
+    config = REPO / "training" / "configs"
+    cli = main(
+        [
+            "--config",
+            str(config / "abdomen_ct_fast.yaml"),
+            "--config",
+            str(config / "all30_finetune.yaml"),
+            "--model.init_weights",
+            "runs/abdomen_ct_fast_split/checkpoints/final.ckpt",
+            "--data.datalist",
+            "null",
+        ],
+        run=False,
+    )
+    data = cli.datamodule.hparams
+    assert data.train_folds is None and data.val_folds == []  # all 30 train, none is held out
+    assert data.phantom_train_cases > 0 and 0 < data.phantom_fraction <= 0.1
+    assert cli.model.hparams.init_weights.endswith("final.ckpt")
+    assert cli.model.hparams.model_id == "abdomen_ct_fast" and tuple(cli.model.hparams.window_hu) == (-125.0, 275.0)
