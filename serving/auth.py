@@ -88,12 +88,26 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: Any, *, keys_file: Path | None = None, max_body_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        keys_file: Path | None = None,
+        max_body_bytes: int | None = None,
+        max_json_bytes: int | None = None,
+    ) -> None:
         """Unset arguments come from the settings when the server builds its app (not at import)."""
         settings = get_settings()
         self.app = app
         self.keys = KeyRing(keys_file or settings.api_keys_file)
         self.max_body_bytes = max_body_bytes or settings.serve_max_upload_bytes
+        self.max_json_bytes = max_json_bytes or settings.serve_max_json_bytes
+
+    def body_limit(self, path: str) -> int:
+        """Uploads (file routes, STOW-RS) may be large; every other route takes a small JSON body."""
+        if path in FILE_ROUTES or path.startswith("/dicomweb/"):
+            return self.max_body_bytes
+        return min(self.max_json_bytes, self.max_body_bytes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -113,11 +127,10 @@ class ApiKeyMiddleware:
                     send, 403, f"role {entry.role!r} may not use {scope['path']}; it needs one of {sorted(roles)}"
                 )
             scope.setdefault("state", {})["principal"] = entry
+        limit = self.body_limit(scope["path"])
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            return await _reply(
-                send, 413, f"request body of {declared} bytes is over the limit of {self.max_body_bytes} bytes"
-            )
+        if declared is not None and declared > limit:
+            return await _reply(send, 413, f"request body of {declared} bytes is over the limit of {limit} bytes")
         problem = _content_type_problem(scope)
         if problem is not None:
             return await _reply(send, *problem)
@@ -129,7 +142,7 @@ class ApiKeyMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, _limited(receive, self.max_body_bytes), watched_send)
+            await self.app(scope, _limited(receive, limit), watched_send)
         except BodyTooLarge as exc:
             if started:
                 raise

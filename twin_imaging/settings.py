@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     serve_max_upload_bytes: int = Field(
         default=4 * 1024**3, ge=1, description="largest request body the API accepts (413 beyond it)"
     )
+    serve_max_json_bytes: int = Field(
+        default=1024**2, ge=1, description="largest body of a JSON route (the twin, observations; 413 beyond it)"
+    )
     serve_sync_max_bytes: int = Field(
         default=256 * 1024**2,
         ge=1,

@@ -238,6 +238,14 @@ def test_bodies_over_the_limits_get_413(api, studies):
         ("files", ("pad.dcm", b"\x00" * 128 + b"DICM" + b"\x00" * SYNC_MAX_BYTES, "application/dicom")),
     ]
     assert "/v1/analyze_job/submit" in error_of(api.post("/v1/analyze", "integration", files=padded), 413)
+    # JSON routes have a small limit of their own (1 MiB by default), declared or streamed
+    huge_json = b'{"patient_id": "' + b"x" * (1024**2) + b'"}'
+    json_headers = {"content-type": "application/json"}
+    assert "limit of 1048576" in error_of(
+        api.post("/v1/twin/get", "clinician", content=huge_json, headers=json_headers), 413
+    )
+    streamed = (huge_json[i : i + 65536] for i in range(0, len(huge_json), 65536))
+    assert "limit" in error_of(api.post("/v1/twin/get", "clinician", content=streamed, headers=json_headers), 413)
 
 
 def test_a_job_runs_to_its_result_and_an_unknown_job_is_404(api, studies, analysed):
