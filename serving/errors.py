@@ -54,7 +54,7 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, TwinConflictError):
         return HTTPStatus.CONFLICT
     if isinstance(exc, TwinError):
-        return HTTPStatus.CONFLICT if "conflict" in str(exc) else HTTPStatus.BAD_REQUEST
+        return HTTPStatus.BAD_REQUEST
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 

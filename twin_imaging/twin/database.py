@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from twin_imaging.errors import TwinError
+from twin_imaging.errors import TwinConflictError, TwinError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -92,7 +92,9 @@ def transaction(sessions: sessionmaker[Session], *, raw_conflicts: bool = False)
     except IntegrityError:
         if raw_conflicts:
             raise
-        raise TwinError("a concurrent change to this patient's twin conflicted with this one; retry it") from None
+        raise TwinConflictError(
+            "a concurrent change to this patient's twin conflicted with this one; retry it"
+        ) from None
     except DBAPIError as error:
         raise database_error(error) from None
 

@@ -39,7 +39,7 @@ def add_observation(session: Session, patient: Patient, o: v.ObservationInput, a
     if row is not None:
         if row.value != float(o.value) or row.unit != unit:
             raise TwinConflictError(
-                f"conflict: observation {o.code} at {at.isoformat()} is already recorded as {row.value:g} "
+                f"observation {o.code} at {at.isoformat()} is already recorded as {row.value:g} "
                 f"{row.unit}, not {o.value:g} {unit}"
             )
         return row

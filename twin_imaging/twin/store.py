@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twin_imaging.errors import TwinError, UnknownAnalysisError, UnknownPatientError
+from twin_imaging.errors import TwinConflictError, TwinError, UnknownAnalysisError, UnknownPatientError
 from twin_imaging.settings import Settings, get_settings
 from twin_imaging.twin import mapping, patients, queries
 from twin_imaging.twin import views as v
@@ -137,7 +137,7 @@ class TwinStore:
                 if existing is not None:
                     return existing
                 if attempt == 2:
-                    raise TwinError(
+                    raise TwinConflictError(
                         "the analysis could not be attached: a concurrent change conflicted twice"
                     ) from None
         self._crash_point("attach_after_commit")
