@@ -45,6 +45,9 @@ def test_only_the_bad_header_is_copied_and_the_warning_never_holds_the_value():
     assert bad.PatientBirthDate == "19701332"  # the caller's header is untouched
     assert warnings == ["PatientBirthDate is not a valid DICOM date or time: left empty in the results"]
     assert not any("1970" in w for w in warnings)
+    # the one header of an Enhanced CT, once per slice: one copy stands for every slice
+    repeated, _ = blank_invalid_dates([bad] * 5)
+    assert all(h is repeated[0] for h in repeated) and repeated[0] is not bad
 
 
 def test_a_study_with_an_impossible_birth_date_is_analysed(tmp_path, caplog):

@@ -54,8 +54,12 @@ def blank_invalid_dates(headers: Sequence[Dataset]) -> tuple[list[Dataset], list
     blanked attribute keyword, naming the attribute only.
     """
     blanked: list[str] = []
+    fixed_by_id: dict[int, Dataset] = {}  # an Enhanced CT's one header stands for every slice: copied once
     out: list[Dataset] = []
     for header in headers:
+        if id(header) in fixed_by_id:
+            out.append(fixed_by_id[id(header)])
+            continue
         bad = [
             element.keyword or str(element.tag)
             for element in header
@@ -63,14 +67,14 @@ def blank_invalid_dates(headers: Sequence[Dataset]) -> tuple[list[Dataset], list
             and element.VM <= 1
             and not is_valid_value(element.VR, str(element.value or ""))
         ]
-        if not bad:
-            out.append(header)
-            continue
-        fixed = copy.deepcopy(header)  # headers carry no pixel data here: cheap, and the caller's stay untouched
-        for keyword in bad:
-            fixed[keyword].value = ""
-            if keyword not in blanked:
-                blanked.append(keyword)
+        fixed = header
+        if bad:
+            fixed = copy.deepcopy(header)  # headers carry no pixel data here: cheap, and the caller's stay untouched
+            for keyword in bad:
+                fixed[keyword].value = ""
+                if keyword not in blanked:
+                    blanked.append(keyword)
+        fixed_by_id[id(header)] = fixed
         out.append(fixed)
     warnings = [f"{keyword} is not a valid DICOM date or time: left empty in the results" for keyword in blanked]
     return out, warnings
