@@ -55,7 +55,10 @@ def test_recipe_maps_every_btcv_label_and_uses_btcv_window(model_id):
         ours = model.structures[lookup[value] - 1]
         assert ours == name or (ours, name) == ("portal_vein_and_splenic_vein", "portal_and_splenic_vein")
     spacing = tuple(model.spacing_mm)
-    assert spacing == (3.0, 3.0, 3.0) if model_id.endswith("fast") else max(spacing[:2]) <= 2.0
+    if model_id.endswith("fast"):
+        assert spacing == (3.0, 3.0, 3.0)
+    else:
+        assert max(spacing[:2]) <= 2.0  # the accurate model: 1.5-2 mm in-plane
 
 
 def test_the_all30_overlay_trains_every_case_plus_phantoms_from_the_split_model():
