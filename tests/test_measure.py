@@ -50,7 +50,7 @@ def test_ellipsoid_organs_match_their_analytic_shape(phantom, phantom_measuremen
     shape = phantom.anatomy.structure(name).shape
     assert m.volume_ml * 1000.0 == pytest.approx(shape.volume_mm3(), rel=0.03)
     assert np.allclose(m.centroid_ras_mm, centre_ras(phantom.anatomy, name), atol=0.5)
-    assert abs(m.max_diameter_mm - 2 * max(shape.semi_axes_mm)) <= 2 * max(FINE.spacing_mm)
+    assert abs(m.greatest_extent_mm - 2 * max(shape.semi_axes_mm)) <= 2 * max(FINE.spacing_mm)
     # the box around the voxel centres sits inside the analytic one, less than a voxel from it
     centre, semi = centre_ras(phantom.anatomy, name), np.asarray(shape.semi_axes_mm)
     assert np.all(np.asarray(m.bbox_min_ras_mm) >= centre - semi - 1e-6)
@@ -97,12 +97,12 @@ def test_measurements_do_not_depend_on_how_the_grid_is_oriented():
     for name, m in reference.items():
         assert ras[name].voxel_count == m.voxel_count
         assert np.allclose(ras[name].centroid_ras_mm, m.centroid_ras_mm, atol=1e-6)
-        assert ras[name].max_diameter_mm == pytest.approx(m.max_diameter_mm, abs=1e-6)
+        assert ras[name].greatest_extent_mm == pytest.approx(m.greatest_extent_mm, abs=1e-6)
         assert ras[name].hu_mean == m.hu_mean
         assert oblique[name].volume_ml == pytest.approx(m.volume_ml, rel=0.02)
         assert np.allclose(oblique[name].centroid_ras_mm, m.centroid_ras_mm, atol=2.0)
         # sampled at voxel centres, a pointed end (the kidneys' poles) can lose up to about a voxel on either grid
-        assert oblique[name].max_diameter_mm == pytest.approx(m.max_diameter_mm, abs=2 * spacing[0])
+        assert oblique[name].greatest_extent_mm == pytest.approx(m.greatest_extent_mm, abs=2 * spacing[0])
         assert np.allclose(m.centroid_ras_mm, centre_ras(axial.anatomy, name), atol=1.0)
 
 
@@ -121,7 +121,7 @@ def test_diameter_is_exact_on_an_oblique_grid():
     [blob, box] = measure_structures(Volume(array, affine))
     for m in (blob, box):
         points = Volume(array, affine).index_to_ras(np.argwhere(array == m.label))
-        assert m.max_diameter_mm == pytest.approx(pdist(points).max(), abs=1e-9)
+        assert m.greatest_extent_mm == pytest.approx(pdist(points).max(), abs=1e-9)
         assert np.allclose(m.centroid_ras_mm, points.mean(axis=0))
         assert np.allclose(m.bbox_min_ras_mm, points.min(axis=0)) and np.allclose(m.bbox_max_ras_mm, points.max(axis=0))
     assert (blob.name, box.name) == ("label_1", "label_2")
@@ -200,14 +200,14 @@ def test_single_voxel_and_two_voxel_structures():
     image = Volume(np.arange(125, dtype=np.int16).reshape(5, 5, 5), affine)
     single, pair = measure_structures(Volume(array, affine), image)
     assert (single.label, single.name, single.voxel_count) == (4, "label_4", 1)
-    assert single.max_diameter_mm == 0.0
+    assert single.greatest_extent_mm == 0.0
     assert single.volume_ml == pytest.approx(0.7 * 0.9 * 2.5 / 1000)
     assert single.centroid_ras_mm == pytest.approx((11.4, 22.7, 32.5))
     assert single.bbox_min_ras_mm == single.bbox_max_ras_mm == single.centroid_ras_mm
     assert single.bbox_min_ijk == single.bbox_max_ijk == (2, 3, 1)
     assert single.hu_mean == image.array[2, 3, 1] and single.hu_std == 0.0
     assert set(single.hu_percentiles.values()) == {float(image.array[2, 3, 1])}
-    assert pair.max_diameter_mm == pytest.approx(0.9)
+    assert pair.greatest_extent_mm == pytest.approx(0.9)
     assert pair.centroid_ras_mm == pytest.approx((10.0, 20.45, 30.0))
     assert pair.bbox_min_ijk == (0, 0, 0) and pair.bbox_max_ijk == (0, 1, 0)
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -20,6 +21,7 @@ from twin_imaging.files import FILE_MODE
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.io import read_dicom_series, read_nifti
 from twin_imaging.io.dicom_seg import read_dicom_seg
+from twin_imaging.io.dicom_sr import REVIEW_REQUIRED
 from twin_imaging.models import default_segmentation_package
 from twin_imaging.pipeline import analyze_study
 from twin_imaging.results import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION, AnalysisDocument
@@ -33,6 +35,7 @@ from twin_imaging.testing import (
 )
 from twin_imaging.testing.real_series import copy_series_with_uids
 from twin_imaging.transforms import labels_to_source_grid, preprocess_image, preprocess_labels
+from twin_imaging.twin.store import TwinStore
 
 # The phantom organs the shipped model knows. The best a 3 mm model can do is the phantom's own labels taken to
 # 3 mm and back: the test requires the model to come within MARGIN of that ceiling, organ by organ.
@@ -214,6 +217,39 @@ def test_cli_analyzes_an_enhanced_multiframe_ct(tmp_path, segmenter):
     back = read_dicom_seg(tmp_path / "out" / "seg.dcm", volume)
     assert np.array_equal(back.array, read_nifti(tmp_path / "out" / "labels.nii.gz").array)
     assert (back.array > 0).any()
+
+
+def test_a_liver_cut_by_the_scan_is_marked_for_review_in_every_output(tmp_path, segmenter):
+    """The scan stops below the top of the liver: results.json, the SR, the twin and the CLI all say review required,
+    naming the liver and the edge; a whole phantom (the module's analysis) says nothing."""
+    geometry = PhantomGeometry(shape=(128, 128, 40), spacing_mm=(3.0, 3.0, 4.0), centre_lps_mm=(0.0, 0.0, -20.0))
+    write_phantom_study(tmp_path / "study", series=(SeriesSpec(geometry=geometry),))
+    arguments = ["analyze", str(tmp_path / "study"), "--out", str(tmp_path / "out"), "--no-progress"]
+    result = CliRunner().invoke(cli, [*arguments, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "REVIEW REQUIRED: Liver touches the superior edge" in result.output
+    document = AnalysisDocument.model_validate_json((tmp_path / "out" / "results.json").read_text())
+    assert document.review.required
+    cut = [r for r in document.review.reasons if r.code == "cut_by_field_of_view"]
+    assert ["liver"] in [r.structures for r in cut]
+
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(tmp_path / "out" / "sr.dcm"))
+    flagged = {
+        group.tracking_identifier
+        for group in sr.content.get_volumetric_roi_measurement_groups()
+        if group.get_qualitative_evaluations(name=REVIEW_REQUIRED)
+    }
+    assert "liver" in flagged and "aorta" not in flagged
+
+    with TwinStore(f"sqlite:///{tmp_path / 'twin.sqlite3'}", artifacts_dir=tmp_path / "artifacts") as store:
+        (analysis,) = store.summary(store.resolve_patient_key("PHANTOM-001"), actor="test").analyses
+    assert analysis.review_required is True
+    assert {r.code for r in analysis.review_reasons} >= {"cut_by_field_of_view"}
+
+
+def test_a_whole_phantom_needs_no_review(phantom_analysis):
+    _, result, _ = phantom_analysis
+    assert result.document.review.required is False and result.document.review.reasons == []
 
 
 def test_the_pipeline_imports_no_torch():

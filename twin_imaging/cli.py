@@ -152,13 +152,18 @@ def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_d
         f"{' x '.join(f'{s:g}' for s in document.input.spacing_mm)} mm)"
     )
     click.echo(f"model: {document.model.model_id} {document.model.version} on {', '.join(document.model.providers)}")
-    click.echo("| structure | volume (mL) | mean HU | max diameter (mm) |")
-    click.echo("|---|---|---|---|")
+    click.echo("| structure | volume (mL) | mean HU | principal extents (mm) | short axis (mm) |")
+    click.echo("|---|---|---|---|---|")
     for s in document.structures:
         hu = "n/a" if s.hu_mean is None else f"{s.hu_mean:.1f}"
-        click.echo(f"| {s.name} | {s.volume_ml:.1f} | {hu} | {s.max_diameter_mm:.1f} |")
+        e = s.principal_extents_mm
+        extents = f"{e.major_axis_mm:.0f} x {e.minor_axis_mm:.0f} x {e.perpendicular_axis_mm:.0f}"
+        short = "" if s.short_axis_mm is None else f"{s.short_axis_mm:.1f}"
+        click.echo(f"| {s.name} | {s.volume_ml:.1f} | {hu} | {extents} | {short} |")
     if document.structures_not_found:
         click.echo(f"not found: {', '.join(document.structures_not_found)}")
+    for reason in document.review.reasons:
+        click.echo(f"REVIEW REQUIRED: {reason.message}")
     click.echo(f"outputs in {out_dir}/: " + ", ".join(o.file for o in document.outputs) + ", results.json")
     if attached is not None:
         click.echo(f"attached to the twin as analysis {attached.analysis_id} (study {attached.study_instance_uid})")

@@ -72,6 +72,8 @@ def show(patient: str, fmt: str, db: str | None) -> None:
             click.echo(
                 f"  analysis {analysis.analysis_id}: {analysis.model_id} {analysis.model_version} ({analysis.status})"
             )
+            for reason in analysis.review_reasons or ():
+                click.echo(f"    REVIEW REQUIRED: {reason.message}")
             for m in analysis.measurements:
                 hu = "" if m.hu_mean is None else f", {m.hu_mean:.0f} HU"
                 click.echo(f"    {m.structure}: {m.volume_ml:.1f} mL{hu}")

@@ -1,4 +1,5 @@
-"""Measurements per segmented structure: volume, intensity statistics, extent, position and maximum diameter.
+"""Measurements per segmented structure: volume, intensity statistics, position, greatest extent, principal extents
+and, for tubular structures, the largest axial short-axis diameter (``clinical_measures``).
 
 All positions are in RAS millimetres (as ``Volume.affine_ras``); volumes in millilitres; intensities in the image's
 units (HU for CT).
@@ -6,7 +7,7 @@ units (HU for CT).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from twin_imaging.clinical_measures import PrincipalExtents, max_axial_short_axis_mm, principal_extents
 from twin_imaging.volume import Volume
 
 GRID_TOLERANCE_MM = 1e-3
@@ -35,7 +37,9 @@ class StructureMeasurement:
     bbox_min_ijk: tuple[int, int, int]  # inclusive voxel index box on the label grid
     bbox_max_ijk: tuple[int, int, int]
     centroid_ras_mm: tuple[float, float, float]
-    max_diameter_mm: float  # largest distance between two voxel centres of the structure
+    greatest_extent_mm: float  # largest distance between two voxel centres (the aorta's length, not its diameter)
+    principal_extents: PrincipalExtents  # extents along the three principal axes
+    short_axis_mm: float | None = None  # tubular structures: largest short-axis diameter of the axial sections
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly dict: tuples become lists, percentile keys become strings."""
@@ -65,11 +69,13 @@ def measure_structures(
     *,
     label_names: Mapping[int, str] | None = None,
     percentiles: Sequence[float] = (5, 25, 50, 75, 95),
+    tubular: Collection[str] = (),
 ) -> list[StructureMeasurement]:
     """One measurement per label present in ``labels`` (absent structures omitted), ordered by label.
 
     Names come from ``label_names``, else ``labels.label_names``; unnamed labels are called ``label_<n>``.
-    ``image`` (optional, on the same grid) gives the intensity statistics.
+    ``image`` (optional, on the same grid) gives the intensity statistics; structures named in ``tubular`` also get
+    their axial short-axis diameter.
     """
     if image is not None:
         check_same_grid(image, labels)
@@ -95,6 +101,7 @@ def measure_structures(
                 voxel_ml=voxel_ml,
                 values=values,
                 percentiles=percentiles,
+                tubular=names.get(label, f"label_{label}") in tubular,
             )
         )
     return measurements
@@ -129,6 +136,7 @@ def _measure_one(
     voxel_ml: float,
     values: np.ndarray | None,
     percentiles: Sequence[float],
+    tubular: bool,
 ) -> StructureMeasurement:
     offset = np.array([s.start for s in box], dtype=np.float64)
     count = int(np.count_nonzero(mask))
@@ -138,7 +146,8 @@ def _measure_one(
         float(np.dot(as_int.sum(axis=other, dtype=np.int64), np.arange(n))) / count
         for other, n in (((1, 2), mask.shape[0]), ((0, 2), mask.shape[1]), ((0, 1), mask.shape[2]))
     ]
-    extreme_ras = labels.index_to_ras(offset + _hull_candidates(mask))
+    hull_candidates = _hull_candidates(mask)
+    extreme_ras = labels.index_to_ras(offset + hull_candidates)
     extreme_ras = extreme_ras[_hull_vertices(extreme_ras)]
     hu_mean = hu_std = None
     hu_percentiles: dict[int, float] = {}
@@ -160,7 +169,9 @@ def _measure_one(
         bbox_min_ijk=tuple(int(s.start) for s in box),  # type: ignore[arg-type]
         bbox_max_ijk=tuple(int(s.stop) - 1 for s in box),  # type: ignore[arg-type]
         centroid_ras_mm=_floats(labels.index_to_ras(centroid_ijk)),
-        max_diameter_mm=_max_pairwise_distance(extreme_ras),
+        greatest_extent_mm=_max_pairwise_distance(extreme_ras),
+        principal_extents=principal_extents(mask, labels.affine_ras, hull_points_ijk=hull_candidates),
+        short_axis_mm=max_axial_short_axis_mm(mask, labels.affine_ras) if tubular else None,
     )
 
 

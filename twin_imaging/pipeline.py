@@ -23,6 +23,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from twin_imaging import __version__
+from twin_imaging.anatomy import TUBULAR_CODES
 from twin_imaging.files import write_bytes_atomic
 from twin_imaging.inference.segment import SegmentationResult, Segmenter
 from twin_imaging.io import is_nifti_path, load_series, read_nifti, scan_dicom, write_nifti
@@ -34,11 +35,15 @@ from twin_imaging.measure import StructureMeasurement, measure_structures
 from twin_imaging.models.card import ModelCard
 from twin_imaging.models.package import ModelPackage, default_segmentation_package, file_sha256
 from twin_imaging.overlays import OverlayStructure, render_overlays
+from twin_imaging.quality_review import ReviewReason, review_segmentation
 from twin_imaging.results import (
     AnalysisDocument,
     InputReport,
     ModelReport,
     OutputFile,
+    PrincipalExtentsReport,
+    ReviewReasonReport,
+    ReviewReport,
     SeriesCandidateReport,
     StructureReport,
 )
@@ -62,6 +67,7 @@ class AnalysisResult:
     input: StudyInput
     segmentation: SegmentationResult
     measurements: list[StructureMeasurement]
+    review: list[ReviewReason]
     document: AnalysisDocument
     out_dir: Path
     seg: Dataset | None = None
@@ -129,7 +135,9 @@ def analyze_study(
     labels = segmentation.labels
     with _timed(timings, "measure"):
         notify("measure", 0, 1)
-        measurements = measure_structures(labels, study.volume, label_names=card.label_names())
+        tubular = [s.name for s in card.structures if s.type.value in TUBULAR_CODES]
+        measurements = measure_structures(labels, study.volume, label_names=card.label_names(), tubular=tubular)
+        review = review_segmentation(measurements, labels.shape, labels.affine_ras, card)
 
     outputs: list[OutputFile] = []
     seg = sr = None
@@ -142,7 +150,7 @@ def analyze_study(
             seg = write_dicom_seg(labels, study.source_headers, card)
             outputs.append(_output("dicom_seg", _write_dicom(seg, out_dir / "seg.dcm"), seg.SOPInstanceUID))
         with _timed(timings, "write.dicom_sr"):
-            sr = write_measurement_report(seg, measurements, study.source_headers, card)
+            sr = write_measurement_report(seg, measurements, study.source_headers, card, review=review)
             outputs.append(_output("dicom_sr", _write_dicom(sr, out_dir / "sr.dcm"), sr.SOPInstanceUID))
     with _timed(timings, "write.overlays"):
         overlay_structures = [OverlayStructure(s.label, s.display_name, tuple(s.color_rgb)) for s in card.structures]
@@ -157,16 +165,17 @@ def analyze_study(
         )
         outputs += [_output("overlay_png", path, plane=plane) for plane, path in overlays.items()]
 
-    document = _document(study, segmentation, measurements, card, outputs, timings)
+    document = _document(study, segmentation, measurements, review, card, outputs, timings)
     write_bytes_atomic(out_dir / "results.json", document.to_json().encode("utf-8"))
     notify("done", 1, 1)
-    return AnalysisResult(study, segmentation, measurements, document, out_dir, seg, sr)
+    return AnalysisResult(study, segmentation, measurements, review, document, out_dir, seg, sr)
 
 
 def _document(
     study: StudyInput,
     segmentation: SegmentationResult,
     measurements: list[StructureMeasurement],
+    review: list[ReviewReason],
     card: ModelCard,
     outputs: list[OutputFile],
     timings: dict[str, float],
@@ -190,7 +199,13 @@ def _document(
                 centroid_ras_mm=_round3(m.centroid_ras_mm),
                 bbox_min_ras_mm=_round3(m.bbox_min_ras_mm),
                 bbox_max_ras_mm=_round3(m.bbox_max_ras_mm),
-                max_diameter_mm=round(m.max_diameter_mm, 2),
+                greatest_extent_mm=round(m.greatest_extent_mm, 2),
+                principal_extents_mm=PrincipalExtentsReport(
+                    major_axis_mm=m.principal_extents.major_axis_mm,
+                    minor_axis_mm=m.principal_extents.minor_axis_mm,
+                    perpendicular_axis_mm=m.principal_extents.perpendicular_axis_mm,
+                ),
+                short_axis_mm=m.short_axis_mm,
             )
         )
     return AnalysisDocument(
@@ -206,6 +221,10 @@ def _document(
         ),
         structures=structures,
         structures_not_found=[s.name for s in card.structures if s.name not in found],
+        review=ReviewReport(
+            required=bool(review),
+            reasons=[ReviewReasonReport(code=r.code, structures=list(r.structures), message=r.message) for r in review],
+        ),
         outputs=outputs,
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )

@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULTS_SCHEMA = "twin-imaging/analysis-result"
-RESULTS_SCHEMA_VERSION = "1.0"
+RESULTS_SCHEMA_VERSION = "2.0"  # 2.0: max_diameter_mm renamed greatest_extent_mm; principal extents, short axis
+# and the quality review added
 
 
 class _Model(BaseModel):
@@ -50,6 +51,15 @@ class ModelReport(_Model):
     intended_use: str
 
 
+class PrincipalExtentsReport(_Model):
+    """Extents (mm) of the structure along its principal axes, largest variance first (SNOMED CT Major Axis
+    131187009, Minor Axis 131188004, Perpendicular Axis 131189007)."""
+
+    major_axis_mm: float
+    minor_axis_mm: float
+    perpendicular_axis_mm: float
+
+
 class StructureReport(_Model):
     name: str
     label: int = Field(description="value in labels.nii.gz and segment in seg.dcm order")
@@ -64,7 +74,27 @@ class StructureReport(_Model):
     centroid_ras_mm: tuple[float, float, float]
     bbox_min_ras_mm: tuple[float, float, float]
     bbox_max_ras_mm: tuple[float, float, float]
-    max_diameter_mm: float
+    greatest_extent_mm: float = Field(
+        description="largest distance between two voxel centres of the structure: a tubular structure's length in "
+        "the scan, not its diameter"
+    )
+    principal_extents_mm: PrincipalExtentsReport
+    short_axis_mm: float | None = Field(
+        default=None,
+        description="tubular structures (aorta, vena cava, esophagus, portal vein): the largest short-axis diameter "
+        "(minimum caliper width) of the axial cross-sections, in mm",
+    )
+
+
+class ReviewReasonReport(_Model):
+    code: Literal["cut_by_field_of_view", "volume_outside_adult_range", "unexpected_laterality"]
+    structures: list[str]
+    message: str
+
+
+class ReviewReport(_Model):
+    required: bool = Field(description="true when any check below asks for a human look before the results are used")
+    reasons: list[ReviewReasonReport]
 
 
 class OutputFile(_Model):
@@ -78,13 +108,14 @@ class OutputFile(_Model):
 
 class AnalysisDocument(_Model):
     schema_: Literal["twin-imaging/analysis-result"] = Field(default=RESULTS_SCHEMA, alias="schema")
-    schema_version: Literal["1.0"] = RESULTS_SCHEMA_VERSION
+    schema_version: Literal["2.0"] = RESULTS_SCHEMA_VERSION
     created: datetime
     software: dict[str, str]
     input: InputReport
     model: ModelReport
     structures: list[StructureReport]
     structures_not_found: list[str] = Field(description="model structures absent from this image")
+    review: ReviewReport = Field(description="the quality review of the segmentation")
     outputs: list[OutputFile] = Field(description="every file written, results.json excepted")
     timings_s: dict[str, float]
 

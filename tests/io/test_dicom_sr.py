@@ -20,9 +20,11 @@ from tests.io.test_dicom_seg import (
     real_case,
     through_bytes,
 )
+from twin_imaging.clinical_measures import PrincipalExtents
 from twin_imaging.io.dicom_seg import write_dicom_seg
-from twin_imaging.io.dicom_sr import write_measurement_report
+from twin_imaging.io.dicom_sr import REVIEW_REQUIRED, write_measurement_report
 from twin_imaging.measure import StructureMeasurement
+from twin_imaging.quality_review import ReviewReason
 
 
 def measurements_of(case: SegCase) -> list[StructureMeasurement]:
@@ -47,7 +49,9 @@ def measurements_of(case: SegCase) -> list[StructureMeasurement]:
                 bbox_min_ijk=(0, 0, 0),
                 bbox_max_ijk=(0, 0, 0),
                 centroid_ras_mm=(0.0, 0.0, 0.0),
-                max_diameter_mm=50.0 + 10.5 * spec.label,
+                greatest_extent_mm=50.0 + 10.5 * spec.label,
+                principal_extents=PrincipalExtents(40.0 + spec.label, 30.0 + spec.label, 20.0 + spec.label),
+                short_axis_mm=21.5 if spec.name == "aorta" else None,
             )
         )
     return out
@@ -126,10 +130,43 @@ def test_one_group_per_segment_with_the_given_numbers(case, seg, sr):
         assert stats["373098007"].value == pytest.approx(expected.hu_mean, rel=1e-9, abs=1e-9)  # Mean
         assert stats["386136009"].value == pytest.approx(expected.hu_std, rel=1e-9, abs=1e-9)  # Standard Deviation
         assert stats["373098007"].unit.value == "[hnsf'U]"
-        diameter = group.get_measurements(name=hd.sr.CodedConcept("81827009", "SCT", "Diameter"))[0]
-        assert diameter.value == pytest.approx(expected.max_diameter_mm)
-        assert diameter.derivation.value == "56851009"  # Maximum
-        assert diameter.unit.value == "mm"
+        extents = expected.principal_extents
+        for code, value in (
+            (codes.SCT.MajorAxis, extents.major_axis_mm),
+            (codes.SCT.MinorAxis, extents.minor_axis_mm),
+            (codes.SCT.PerpendicularAxis, extents.perpendicular_axis_mm),
+        ):
+            (axis,) = group.get_measurements(name=code)
+            assert axis.value == pytest.approx(value) and axis.unit.value == "mm"
+        assert not group.get_measurements(name=hd.sr.CodedConcept("81827009", "SCT", "Diameter"))  # not a diameter
+        short = group.get_measurements(name=codes.SCT.ShortAxis)
+        if expected.short_axis_mm is None:
+            assert not short
+        else:
+            assert short[0].value == pytest.approx(expected.short_axis_mm)
+            assert short[0].derivation.value == "56851009"  # Maximum
+        assert not group.get_qualitative_evaluations(name=REVIEW_REQUIRED)  # no review was asked for
+
+
+def test_review_reasons_are_written_into_the_groups_of_the_structures_they_name(case, seg, tmp_path):
+    first, second, third, *others = [str(s.SegmentLabel) for s in seg.SegmentSequence]
+    reasons = [
+        ReviewReason("cut_by_field_of_view", (first,), f"{first} touches the superior edge"),
+        ReviewReason("unexpected_laterality", (second, third), "mirrored"),
+    ]
+    sr = write_measurement_report(seg, measurements_of(case), case.headers, case.card, review=reasons)
+    groups = hd.sr.Comprehensive3DSR.from_dataset(through_bytes(sr)).content.get_volumetric_roi_measurement_groups()
+    evaluations = {
+        group.tracking_identifier: [
+            (e.name.value, e.value.value) for e in group.get_qualitative_evaluations(name=REVIEW_REQUIRED)
+        ]
+        for group in groups
+    }
+    assert evaluations[first] == [("REVIEW", "CUT-FOV")]
+    assert evaluations[second] == evaluations[third] == [("REVIEW", "LATERALITY")]
+    assert all(not evaluations[name] for name in others)
+    errors, _ = dciodvfy_messages(sr, tmp_path)
+    assert errors == []
 
 
 def test_measurement_and_segment_mismatches_are_refused(case, seg):

@@ -103,6 +103,9 @@ def test_analyze_attaches_the_study_and_returns_measurements_and_downloads(analy
     assert pre["input_kind"] == "dicom" and post["input_kind"] == "zip"
     volumes = {m["structure"]: m["volume_ml"] for m in pre["measurements"]}
     assert volumes["liver"] > 500 and volumes["kidney_left"] > 50
+    assert pre["review_required"] is False and pre["review_reasons"] == []  # a whole phantom: nothing to look at
+    aorta = next(m for m in pre["measurements"] if m["structure"] == "aorta")
+    assert 10 < aorta["short_axis_mm"] < 40 and aorta["greatest_extent_mm"] > 3 * aorta["short_axis_mm"]
     assert {d["kind"] for d in pre["downloads"]} >= {"dicom_seg", "dicom_sr", "overlay_png", "labels_nifti"}
 
 
@@ -115,6 +118,7 @@ def test_analysis_and_seg_download(api, analysed, studies):
     analysis_id = analysed[0]["analysis_id"]
     got = api.post("/v1/analyses/get", "integration", json={"analysis_id": analysis_id})
     assert got.status_code == 200 and got.json()["analysis_id"] == analysis_id
+    assert got.json()["review_required"] is False
     seg = api.post("/v1/artifacts/download", "clinician", json={"analysis_id": analysis_id, "kind": "dicom_seg"})
     assert seg.status_code == 200 and seg.headers["content-type"] == "application/dicom"
     dataset = pydicom.dcmread(io.BytesIO(seg.content))

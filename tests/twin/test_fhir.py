@@ -23,6 +23,7 @@ from twin_imaging.twin.views import (
     PredictionView,
     ProcedureInput,
     ProcedureView,
+    ReviewReasonView,
     SeriesView,
     StudyView,
     TwinSummary,
@@ -30,14 +31,17 @@ from twin_imaging.twin.views import (
 
 PRE_STUDY = "1.2.826.0.1.3680043.8.498.1001"
 POST_STUDY = "1.2.826.0.1.3680043.8.498.2001"
+CUT_KIDNEY = (ReviewReasonView("cut_by_field_of_view", ("kidney_left",), "Left kidney touches the inferior edge"),)
 EGFR = ("98979-8", "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] by CKD-EPI 2021")
 
 
 def _measurement(structure: str, code: str, meaning: str, laterality: str | None, volume_ml: float) -> MeasurementView:
-    return MeasurementView(structure, code, meaning, laterality, volume_ml, 31.5, 12.25, 118.4)
+    return MeasurementView(structure, code, meaning, laterality, volume_ml, 31.5, 12.25, 118.4, 112.0, 58.5, 47.0)
 
 
-def _analysis(analysis_id: int, study_uid: str, when: datetime, left_ml: float) -> AnalysisView:
+def _analysis(
+    analysis_id: int, study_uid: str, when: datetime, left_ml: float, review: tuple[ReviewReasonView, ...] = ()
+) -> AnalysisView:
     return AnalysisView(
         analysis_id=analysis_id,
         study_instance_uid=study_uid,
@@ -56,6 +60,8 @@ def _analysis(analysis_id: int, study_uid: str, when: datetime, left_ml: float) 
             MeasurementView("liver", "10200004", "Liver", None, 1480.25, 58.0, None, None),
         ),
         artifacts=(ArtifactView("overlay_png", "file:///data/overlay.png", "cd" * 32, 1234, "image/png"),),
+        review_required=bool(review),
+        review_reasons=review,
     )
 
 
@@ -75,7 +81,7 @@ def _summary() -> TwinSummary:
     return TwinSummary(
         patient=PatientView("tw-7f3a9c", pseudonymous=True, sex="F", birth_year=1961),
         studies=(study(PRE_STUDY, date(2024, 3, 1)), study(POST_STUDY, date(2024, 9, 9))),
-        analyses=(_analysis(11, PRE_STUDY, pre, 182.5), _analysis(12, POST_STUDY, post, 140.0), failed),
+        analyses=(_analysis(11, PRE_STUDY, pre, 182.5), _analysis(12, POST_STUDY, post, 140.0, CUT_KIDNEY), failed),
         observations=(
             ObservationView(1, EGFR[0], "http://loinc.org", EGFR[1], 78.0, "mL/min/{1.73_m2}", pre, "manual"),
             ObservationView(
@@ -188,7 +194,13 @@ def test_measurement_observations_point_at_their_study_and_model(bundle):
         "system": "http://unitsofmeasure.org",
         "code": "[hnsf'U]",
     }
-    assert components["max_diameter"]["code"] == "mm"
+    assert "max_diameter" not in components and components["greatest_extent"]["value"] == 118.4
+    major = next(c for c in left["component"] if c["code"]["coding"][0]["code"] == "major_axis")
+    assert major["code"]["coding"][1] == {"system": "http://snomed.info/sct", "code": "131187009"}
+    assert major["valueQuantity"]["value"] == 112.0 and major["valueQuantity"]["code"] == "mm"
+    assert left["note"] == [{"text": "Review required: Left kidney touches the inferior edge."}]
+    earlier = next(o for o in measurements if o["identifier"][0]["value"] == "11/kidney_left")
+    assert "note" not in earlier  # analysis 11 needed no review
     liver = next(o for o in measurements if o["identifier"][0]["value"] == "11/liver")
     assert "extension" not in liver["bodySite"]
     assert [c["code"]["coding"][0]["code"] for c in liver["component"]] == ["hu_mean"]
@@ -236,6 +248,9 @@ def test_patient_study_device_report_and_risk_mapping(bundle):
     assert report["code"]["coding"][0]["code"] == "18748-4"
     assert report["conclusion"].startswith("Research use only")
     assert len(report["result"]) == 3 and len(report["study"]) == 1
+    _, reviewed = reports["12"]
+    assert reviewed["conclusion"].startswith("Review required before use (1 reasons")
+    assert {"text": "Review required: Left kidney touches the inferior edge."} in reviewed["note"]
 
     risks = {r["identifier"][0]["value"]: r for _, r in _by_type(bundle, "RiskAssessment")}
     prediction = risks["5"]["prediction"][0]

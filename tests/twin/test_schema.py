@@ -76,7 +76,7 @@ def test_migrated_schema_equals_the_models(engine):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0002"
     # compare_metadata does not look at ON DELETE: compare the foreign keys in full
     inspector = inspect(engine)
     for table in Base.metadata.sorted_tables:
@@ -102,10 +102,42 @@ def test_migrations_are_repeatable_and_reversible(engine, database_url):
     assert set(inspect(engine).get_table_names()) == {*Base.metadata.tables, "alembic_version"}
 
 
+_ROWS_AT_0001 = (  # one analysis as revision 0001 stored it, written in plain SQL (the models are at head)
+    "INSERT INTO patient (id, patient_key, pseudonymous, created_at) VALUES (1, 'P1', false, :at)",
+    "INSERT INTO imaging_study (id, patient_id, study_instance_uid, description, created_at) "
+    "VALUES (1, 1, '1.2.1', '', :at)",
+    "INSERT INTO imaging_series (id, study_id, series_instance_uid, modality, series_description, n_instances) "
+    "VALUES (1, 1, '1.2.1.1', 'CT', '', 1)",
+    "INSERT INTO analysis (id, series_id, model_id, model_version, onnx_sha256, code_version, input_uids, "
+    "structures_not_found, started_at, finished_at, status, created_at) "
+    "VALUES (1, 1, 'm', '1', :sha, '0.1.0', '[]', '[]', :at, :at, 'completed', :at)",
+    "INSERT INTO measurement (id, analysis_id, structure, label, snomed_code, snomed_meaning, voxel_count, "
+    "volume_ml, max_diameter_mm) VALUES (1, 1, 'aorta', 1, '15825003', 'Aorta', 10, 70.0, 199.0)",
+)
+
+
+def test_the_0002_upgrade_keeps_the_old_extent_and_marks_old_analyses_unreviewed(database_url):
+    upgrade_database(database_url, "0001")
+    engine = create_twin_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for statement in _ROWS_AT_0001:
+                connection.execute(text(statement), {"at": datetime(2024, 1, 15, 10, tzinfo=UTC), "sha": "0" * 64})
+        upgrade_database(engine)
+        with Session(engine) as session:
+            measurement = session.scalar(select(Measurement))
+            assert measurement.greatest_extent_mm == 199.0  # what it always was: the farthest two voxels
+            assert measurement.short_axis_mm is None and measurement.major_axis_mm is None
+            assert session.scalar(select(Analysis)).review_reasons is None  # unknown, not "fine"
+    finally:
+        engine.dispose()
+
+
 def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0002_clinical_measures_and_review.py").is_file()
 
 
 def test_deleting_a_patient_cascades_to_everything_it_owns(engine):

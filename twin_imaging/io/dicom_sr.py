@@ -9,7 +9,11 @@ A Comprehensive 3D SR document holding:
   category/type (and laterality as finding site) = the card's SNOMED codes, the referenced segment (SEG instance +
   segment number, with the source series), the algorithm (model id, version), and the measurements:
   Volume (SCT 118565006, mL); attenuation coefficient (DCM 112031, HU) with derivation Mean (SCT 373098007) and
-  Standard Deviation (SCT 386136009); Diameter (SCT 81827009, mm) with derivation Maximum (SCT 56851009).
+  Standard Deviation (SCT 386136009); the extents along the principal axes: Major Axis (SCT 131187009), Minor Axis
+  (SCT 131188004), Perpendicular Axis (SCT 131189007), mm; for tubular structures Short axis (SCT 103340004, mm)
+  with derivation Maximum (SCT 56851009), the largest of the axial cross-sections;
+- where the quality review asks for a human look, a qualitative evaluation in the structure's group: "Review
+  required" with the reason, both in the project's own coding scheme 99TWIN (DICOM has no concept for them).
 The SEG and the source images are its evidence, so the SR takes the patient and study of the source.
 """
 
@@ -27,12 +31,18 @@ import twin_imaging
 from twin_imaging.io.dicom_uids import derived_uid, tracking_uid
 from twin_imaging.measure import StructureMeasurement
 from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
+from twin_imaging.quality_review import ReviewReason
 
 _VERSION = twin_imaging.__version__  # the measurements follow from the SEG and this code
 CT_OF_ABDOMEN = hd.sr.CodedConcept("169070004", "SCT", "Computed tomography of abdomen")
 MILLILITER = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
 ATTENUATION_COEFFICIENT = hd.sr.CodedConcept("112031", "DCM", "Attenuation Coefficient")
-DIAMETER = hd.sr.CodedConcept("81827009", "SCT", "Diameter")
+REVIEW_REQUIRED = hd.sr.CodedConcept("REVIEW", "99TWIN", "Review required")
+REVIEW_REASONS = {  # quality_review codes → the SR's coded reason
+    "cut_by_field_of_view": hd.sr.CodedConcept("CUT-FOV", "99TWIN", "Cut by the field of view"),
+    "volume_outside_adult_range": hd.sr.CodedConcept("VOL-RANGE", "99TWIN", "Volume outside the adult range"),
+    "unexpected_laterality": hd.sr.CodedConcept("LATERALITY", "99TWIN", "Unexpected laterality"),
+}
 
 
 def write_measurement_report(
@@ -41,6 +51,7 @@ def write_measurement_report(
     source_headers: Sequence[Dataset],
     card: ModelCard,
     *,
+    review: Sequence[ReviewReason] = (),
     series_number: int = 901,
     instance_number: int = 1,
     manufacturer: str = "twin-imaging",
@@ -48,7 +59,8 @@ def write_measurement_report(
     """A TID 1500 measurement report of ``measurements``, one group per segment of ``seg`` (matched by name).
 
     Every segment of the SEG needs a measurement; a measurement of a structure the SEG lacks is an error unless it
-    counts no voxels (an empty structure, omitted from the SEG), in which case it is left out.
+    counts no voxels (an empty structure, omitted from the SEG), in which case it is left out. ``review``: the
+    quality review's reasons, each written into the group of every structure it names.
     """
     if not source_headers:
         raise ValueError("the measurement report needs the source images' headers")
@@ -80,6 +92,7 @@ def write_measurement_report(
                 finding_sites=_finding_sites(spec),
                 algorithm_id=algorithm,
                 measurements=_measurements(by_name[name], ct=card.modality == "CT"),
+                qualitative_evaluations=_review_items(name, review),
             )
         )
 
@@ -147,15 +160,32 @@ def _measurements(measurement: StructureMeasurement, *, ct: bool) -> list[hd.sr.
                         derivation=derivation,
                     )
                 )
-    out.append(
-        hd.sr.Measurement(
-            name=DIAMETER,
-            value=_finite(measurement.max_diameter_mm),
-            unit=codes.UCUM.Millimeter,
-            derivation=codes.SCT.Maximum,
+    extents = measurement.principal_extents
+    for axis, value in (
+        (codes.SCT.MajorAxis, extents.major_axis_mm),
+        (codes.SCT.MinorAxis, extents.minor_axis_mm),
+        (codes.SCT.PerpendicularAxis, extents.perpendicular_axis_mm),
+    ):
+        out.append(hd.sr.Measurement(name=axis, value=_finite(value), unit=codes.UCUM.Millimeter))
+    if measurement.short_axis_mm is not None:
+        out.append(
+            hd.sr.Measurement(
+                name=codes.SCT.ShortAxis,
+                value=_finite(measurement.short_axis_mm),
+                unit=codes.UCUM.Millimeter,
+                derivation=codes.SCT.Maximum,
+            )
         )
-    )
     return out
+
+
+def _review_items(name: str, review: Sequence[ReviewReason]) -> list[hd.sr.QualitativeEvaluation] | None:
+    items = [
+        hd.sr.QualitativeEvaluation(name=REVIEW_REQUIRED, value=REVIEW_REASONS[r.code])
+        for r in review
+        if name in r.structures
+    ]
+    return items or None
 
 
 def _finding_sites(spec: StructureSpec) -> list[hd.sr.FindingSite] | None:

@@ -42,10 +42,14 @@ _LATERALITY = {"left": ("7771000", "Left"), "right": ("24028007", "Right"), "bil
 _MODALITY = {"CT": "Computed Tomography", "MR": "Magnetic Resonance", "PT": "Positron emission tomography",
              "US": "Ultrasound", "SEG": "Segmentation", "SR": "SR Document", "OT": "Other"}  # fmt: skip
 _PRIORITY = {"info": ("PL", "Low priority"), "warning": ("PM", "Medium priority"), "critical": ("PH", "High priority")}
-_COMPONENTS = (  # MeasurementView field, local code, display, UCUM code, unit
-    ("hu_mean", "hu_mean", "Mean attenuation", "[hnsf'U]", "HU"),
-    ("hu_std", "hu_std", "Attenuation standard deviation", "[hnsf'U]", "HU"),
-    ("max_diameter_mm", "max_diameter", "Maximum diameter", "mm", "mm"),
+_COMPONENTS = (  # MeasurementView field, local code, display, SNOMED CT code or None, UCUM code, unit
+    ("hu_mean", "hu_mean", "Mean attenuation", None, "[hnsf'U]", "HU"),
+    ("hu_std", "hu_std", "Attenuation standard deviation", None, "[hnsf'U]", "HU"),
+    ("greatest_extent_mm", "greatest_extent", "Greatest extent (between the two farthest voxels)", None, "mm", "mm"),
+    ("major_axis_mm", "major_axis", "Major axis", "131187009", "mm", "mm"),
+    ("minor_axis_mm", "minor_axis", "Minor axis", "131188004", "mm", "mm"),
+    ("perpendicular_axis_mm", "perpendicular_axis", "Perpendicular axis", "131189007", "mm", "mm"),
+    ("short_axis_mm", "short_axis", "Short axis (largest of the axial sections)", "103340004", "mm", "mm"),
 )
 
 
@@ -102,11 +106,14 @@ def measurement(
 ) -> dict:
     volume = _finite(m.volume_ml)
     components = []
-    for field, code, display, ucum, unit in _COMPONENTS:
+    for field, code, display, snomed, ucum, unit in _COMPONENTS:
         value = _finite(getattr(m, field))
         if value is not None:
-            coding = {"system": MEASUREMENT_SYSTEM, "code": code, "display": display}
-            components.append({"code": {"coding": [coding]}, "valueQuantity": _quantity(value, unit, ucum)})
+            coding = [{"system": MEASUREMENT_SYSTEM, "code": code, "display": display}]
+            if snomed:
+                coding.append({"system": SNOMED, "code": snomed})
+            components.append({"code": {"coding": coding}, "valueQuantity": _quantity(value, unit, ucum)})
+    review = [r.message for r in a.review_reasons or () if m.structure in r.structures]
     laterality = _laterality_concept(m.laterality)
     site_text = f"{m.snomed_meaning}, {m.laterality.lower()}" if m.laterality else m.snomed_meaning
     absent = {
@@ -137,6 +144,7 @@ def measurement(
         "valueQuantity": _quantity(volume, "mL", "mL") if volume is not None else None,
         "dataAbsentReason": absent if volume is None else None,
         "component": components,
+        "note": [{"text": f"Review required: {message}."} for message in review] or None,
     }
 
 
@@ -159,9 +167,17 @@ def report(a: AnalysisView, study: StudyView, results: list[dict], patient: dict
         "issued": _instant(a.finished_at or a.started_at),
         "study": [{"reference": study_url}],
         "result": results,
-        "note": [{"text": provenance}],
-        "conclusion": RESEARCH_ONLY,
+        "note": [{"text": provenance}, *({"text": f"Review required: {r.message}."} for r in a.review_reasons or ())],
+        "conclusion": _conclusion(a),
     }
+
+
+def _conclusion(a: AnalysisView) -> str:
+    if a.review_required is None:
+        return f"Not quality-reviewed (attached before the review existed). {RESEARCH_ONLY}"
+    if a.review_required:
+        return f"Review required before use ({len(a.review_reasons or ())} reasons in the notes). {RESEARCH_ONLY}"
+    return RESEARCH_ONLY
 
 
 def risk(p: PredictionView, patient: dict, device: dict, basis: list[dict] | None) -> dict:

@@ -41,6 +41,7 @@ class Facts:
     code_version: str
     input_uids: list[str]
     structures_not_found: list[str]
+    review_reasons: list[dict]
     started_at: datetime
     finished_at: datetime
     structures: list[dict]
@@ -74,7 +75,11 @@ def facts_of(result: AnalysisResult, patient_identifier: str | None) -> Facts:
             volume_ml=s.volume_ml,
             hu_mean=s.hu_mean,
             hu_std=s.hu_std,
-            max_diameter_mm=s.max_diameter_mm,
+            greatest_extent_mm=s.greatest_extent_mm,
+            major_axis_mm=s.principal_extents_mm.major_axis_mm,
+            minor_axis_mm=s.principal_extents_mm.minor_axis_mm,
+            perpendicular_axis_mm=s.principal_extents_mm.perpendicular_axis_mm,
+            short_axis_mm=s.short_axis_mm,
         )
         for s in document.structures
     ]
@@ -96,6 +101,7 @@ def facts_of(result: AnalysisResult, patient_identifier: str | None) -> Facts:
         code_version=document.software.get("version", ""),
         input_uids=uids,
         structures_not_found=list(document.structures_not_found),
+        review_reasons=[r.model_dump() for r in document.review.reasons],
         started_at=finished - timedelta(seconds=elapsed),
         finished_at=finished,
         structures=structures,
@@ -158,6 +164,7 @@ def add_analysis(
         code_version=facts.code_version,
         input_uids=facts.input_uids,
         structures_not_found=facts.structures_not_found,
+        review_reasons=facts.review_reasons,
         started_at=facts.started_at,
         finished_at=facts.finished_at,
         status="completed",

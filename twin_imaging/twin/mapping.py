@@ -51,11 +51,19 @@ def analysis_view(a: Analysis, study: Study, series: Series) -> v.AnalysisView:
                 volume_ml=m.volume_ml,
                 hu_mean=m.hu_mean,
                 hu_std=m.hu_std,
-                max_diameter_mm=m.max_diameter_mm,
+                greatest_extent_mm=m.greatest_extent_mm,
+                major_axis_mm=m.major_axis_mm,
+                minor_axis_mm=m.minor_axis_mm,
+                perpendicular_axis_mm=m.perpendicular_axis_mm,
+                short_axis_mm=m.short_axis_mm,
             )
             for m in sorted(a.measurements, key=lambda m: m.label)
         ),
         artifacts=tuple(artifact_view(x) for x in sorted(a.artifacts, key=lambda x: x.id)),
+        review_required=None if a.review_reasons is None else bool(a.review_reasons),
+        review_reasons=None
+        if a.review_reasons is None
+        else tuple(v.ReviewReasonView(r["code"], tuple(r["structures"]), r["message"]) for r in a.review_reasons),
     )
 
 

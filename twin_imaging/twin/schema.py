@@ -144,6 +144,9 @@ class Analysis(Base):
     code_version: Mapped[str] = mapped_column(String(NAME))
     input_uids: Mapped[list[str]] = mapped_column(JSON)  # SOP Instance UIDs analysed, in slice order
     structures_not_found: Mapped[list[str]] = mapped_column(JSON)  # model structures absent from the image
+    # the quality review: [{code, structures, message}], [] when nothing needs a look; NULL for analyses attached
+    # before the review existed (unknown, not "fine")
+    review_reasons: Mapped[list[dict] | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     status: Mapped[str] = mapped_column(String(16))
@@ -177,7 +180,11 @@ class Measurement(Base):
     volume_ml: Mapped[float] = mapped_column(Double)
     hu_mean: Mapped[float | None] = mapped_column(Double)
     hu_std: Mapped[float | None] = mapped_column(Double)
-    max_diameter_mm: Mapped[float | None] = mapped_column(Double)
+    greatest_extent_mm: Mapped[float | None] = mapped_column(Double)  # between two voxel centres; not a diameter
+    major_axis_mm: Mapped[float | None] = mapped_column(Double)  # extents along the principal axes
+    minor_axis_mm: Mapped[float | None] = mapped_column(Double)
+    perpendicular_axis_mm: Mapped[float | None] = mapped_column(Double)
+    short_axis_mm: Mapped[float | None] = mapped_column(Double)  # tubular structures: largest axial short axis
 
     analysis: Mapped[Analysis] = relationship(back_populates="measurements")
 

@@ -48,7 +48,18 @@ class MeasurementView:
     volume_ml: float
     hu_mean: float | None
     hu_std: float | None
-    max_diameter_mm: float | None
+    greatest_extent_mm: float | None  # between the two farthest voxels: a tubular structure's length, not a diameter
+    major_axis_mm: float | None = None  # extents along the principal axes
+    minor_axis_mm: float | None = None
+    perpendicular_axis_mm: float | None = None
+    short_axis_mm: float | None = None  # tubular structures: the largest axial short-axis diameter
+
+
+@dataclass(frozen=True)
+class ReviewReasonView:
+    code: str  # cut_by_field_of_view, volume_outside_adult_range, unexpected_laterality
+    structures: tuple[str, ...]
+    message: str
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,9 @@ class AnalysisView:
     finished_at: datetime | None
     status: str  # completed, failed
     measurements: tuple[MeasurementView, ...] = ()
+    # the quality review: None where the analysis predates it (unknown), () when nothing needs a look
+    review_required: bool | None = None
+    review_reasons: tuple[ReviewReasonView, ...] | None = None
     artifacts: tuple[ArtifactView, ...] = ()
 
 
