@@ -75,6 +75,7 @@ async def store_instances(request: Request) -> Response:
     if not parts:
         return error_response(400, "the multipart body holds no parts")
     inbox = bentoml.get_current_service().inbox
+    sender = request.state.principal.actor  # the auth middleware let no keyless request through
     wanted_study = request.path_params.get("study")
     stored, failed = [], []
     for part_type, data in parts:
@@ -82,7 +83,7 @@ async def store_instances(request: Request) -> Response:
             failed.append(_sop_item("", "", reason=CANNOT_UNDERSTAND))
             continue
         try:
-            instance = await anyio.to_thread.run_sync(_store, inbox, data, wanted_study)
+            instance = await anyio.to_thread.run_sync(_store, inbox, data, wanted_study, sender)
         except UnsupportedSopClassError as exc:
             failed.append(_sop_item(exc.sop_class_uid, "", reason=SOP_CLASS_NOT_SUPPORTED))
         except _StudyMismatch as exc:
@@ -110,7 +111,7 @@ class _StudyMismatch(DicomInputError):
         self.sop_class, self.sop_instance = sop_class, sop_instance
 
 
-def _store(inbox, data: bytes, wanted_study: str | None):
+def _store(inbox, data: bytes, wanted_study: str | None, sender: str):
     if wanted_study is not None:
         import io
 
@@ -126,7 +127,7 @@ def _store(inbox, data: bytes, wanted_study: str | None):
             raise DicomInputError("not a DICOM Part 10 instance") from None
         if str(header.get("StudyInstanceUID", "")) != wanted_study:
             raise _StudyMismatch(str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", "")))
-    return inbox.store(data)
+    return inbox.store(data, sender=sender)
 
 
 dicomweb_app = Starlette(

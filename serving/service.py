@@ -50,7 +50,7 @@ PatientId = Annotated[
     str, Field(min_length=1, max_length=64, description="PatientID as the PACS knows it, or the twin's patient key")
 ]
 Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]
-AnalysisId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+AnalysisId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an analysis' id, as the API answered it")]
 ArtifactKind = Literal["dicom_seg", "dicom_sr", "overlay_png", "labels_nifti", "results_json"]
 MEDIA_SUFFIX = {
     "dicom_seg": ".dcm",
@@ -130,7 +130,8 @@ class TwinImaging:
     @json_errors
     def get_analysis(self, analysis_id: AnalysisId, *, ctx: bentoml.Context) -> dict[str, Any]:
         """One analysis: its study and series, model, measurements and artifacts."""
-        return v.to_jsonable(self.store.analysis(analysis_id, actor=_actor(ctx)))
+        actor = _actor(ctx)
+        return v.to_jsonable(self.store.analysis(analysis_id, actor=actor, only_sent_by=_scoped(ctx)))
 
     @bentoml.api(route="/v1/artifacts/download")
     @json_errors
@@ -144,7 +145,8 @@ class TwinImaging:
     ) -> Path:
         """An analysis' file: dicom_seg, dicom_sr, overlay_png (name: overlay_axial.png, ...), labels_nifti,
         results_json. Its bytes are checked against the sha256 recorded in the twin before they are sent."""
-        artifact, path = self.store.artifact_file(analysis_id, kind, actor=_actor(ctx), name=name)
+        actor = _actor(ctx)
+        artifact, path = self.store.artifact_file(analysis_id, kind, actor=actor, name=name, only_sent_by=_scoped(ctx))
 
         return FileResponse(
             path,
@@ -156,9 +158,13 @@ class TwinImaging:
     @bentoml.api(route="/v1/inbox/status")
     @json_errors
     def inbox_status(self, study_instance_uid: Uid, *, ctx: bentoml.Context) -> dict[str, Any]:
-        """Where a study pushed by STOW-RS stands: waiting (for quiet), processing, done (analysis id), failed."""
+        """Where a study pushed by STOW-RS stands: waiting (for quiet), processing, done (analysis id), failed;
+        unknown for a study this key did not push (unless its scope is 'all')."""
         _actor(ctx)
-        return {"study_instance_uid": study_instance_uid, **self.inbox.state(study_instance_uid)}
+        return {
+            "study_instance_uid": study_instance_uid,
+            **self.inbox.state(study_instance_uid, only_sent_by=_scoped(ctx)),
+        }
 
     # --- the patient twin --------------------------------------------------------------------------------------
 
@@ -309,7 +315,8 @@ class TwinImaging:
         with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
             with self.analysis_slots:
                 result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
-            analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow")
+            senders = self.inbox.senders(claimed.study_instance_uid)
+            analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow", sent_by=senders)
         return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
 
     def __del__(self) -> None:
@@ -325,6 +332,12 @@ def _actor(ctx: bentoml.Context) -> str:
     if principal is None:  # the middleware lets no keyless request through to an API; refuse if it ever did
         raise ApiError(401, "a valid API key is required")
     return principal.actor
+
+
+def _scoped(ctx: bentoml.Context) -> str | None:
+    """The actor whose key reads only what it sent, or None for a key that reads everything (scope 'all')."""
+    principal = ctx.request.state.principal
+    return None if principal.sees_everything else principal.actor
 
 
 def _with_nifti_suffix(path: Path, scratch: Path) -> Path:

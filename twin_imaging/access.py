@@ -23,6 +23,10 @@ from twin_imaging.errors import InputError
 from twin_imaging.files import atomic_path
 
 ROLES = ("integration", "clinician", "admin")
+# What a key's analyses, artifacts, jobs and inbox states it may read: "own" = only what it sent, "all" = everyone's.
+# Integration keys (one per router or hospital) start at "own"; clinicians and admins read every patient's.
+SCOPES = ("own", "all")
+DEFAULT_SCOPE = {"integration": "own", "clinician": "all", "admin": "all"}
 KEY_PREFIX = "tik_"  # recognisable in a secret scanner
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
 
@@ -33,10 +37,19 @@ class ApiKeyEntry:
     role: str
     sha256: str
     created: str  # ISO 8601, UTC
+    scope: str = ""  # "own" or "all"; empty (a key file written before scopes) means the role's default
+
+    def __post_init__(self) -> None:
+        if not self.scope:
+            object.__setattr__(self, "scope", DEFAULT_SCOPE.get(self.role, "own"))
 
     @property
     def actor(self) -> str:
         return f"api:{self.name}"
+
+    @property
+    def sees_everything(self) -> bool:
+        return self.scope == "all"
 
 
 def hash_api_key(key: str) -> str:
@@ -62,9 +75,9 @@ class ApiKeyRegistry:
             entries = [ApiKeyEntry(**item) for item in data["keys"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"API key file {path} is unreadable: {exc}") from None
-        bad = [e.name for e in entries if e.role not in ROLES or len(e.sha256) != 64]
+        bad = [e.name for e in entries if e.role not in ROLES or e.scope not in SCOPES or len(e.sha256) != 64]
         if bad:
-            raise InputError(f"API key file {path}: entries with an unknown role or a malformed hash: {bad}")
+            raise InputError(f"API key file {path}: entries with an unknown role or scope, or a malformed hash: {bad}")
         return cls(path, entries)
 
     def authenticate(self, key: str | None) -> ApiKeyEntry | None:
@@ -78,19 +91,32 @@ class ApiKeyRegistry:
                 found = entry
         return found
 
-    def create(self, name: str, *, role: str) -> str:
-        """A new key for ``name`` with ``role``; returns the key (the only time it exists in clear)."""
+    def create(self, name: str, *, role: str, scope: str | None = None) -> str:
+        """A new key for ``name`` with ``role`` (and ``scope``, else the role's default); returns the key (the only
+        time it exists in clear)."""
         if role not in ROLES:
             raise InputError(f"unknown role {role!r}; choose from {list(ROLES)}")
+        scope = scope or DEFAULT_SCOPE[role]
+        if scope not in SCOPES:
+            raise InputError(f"unknown scope {scope!r}; choose from {list(SCOPES)}")
         if not name or len(name) > 100 or set(name) - _NAME_CHARS:
             raise InputError("a key name has 1-100 characters from letters, digits and - _ . @")
         if any(e.name == name for e in self.entries):
             raise InputError(f"a key named {name!r} exists already; revoke it first")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         created = datetime.now(UTC).replace(microsecond=0).isoformat()
-        self.entries.append(ApiKeyEntry(name=name, role=role, sha256=hash_api_key(key), created=created))
+        self.entries.append(ApiKeyEntry(name=name, role=role, sha256=hash_api_key(key), created=created, scope=scope))
         self._save()
         return key
+
+    def set_scope(self, name: str, scope: str) -> None:
+        """Widen (``all``) or narrow (``own``) what a key may read; takes effect at the service's next request."""
+        if scope not in SCOPES:
+            raise InputError(f"unknown scope {scope!r}; choose from {list(SCOPES)}")
+        if not any(e.name == name for e in self.entries):
+            raise InputError(f"no API key named {name!r}")
+        self.entries = [ApiKeyEntry(**{**asdict(e), "scope": scope}) if e.name == name else e for e in self.entries]
+        self._save()
 
     def revoke(self, name: str) -> None:
         if not any(e.name == name for e in self.entries):

@@ -29,21 +29,41 @@ def api_key() -> None:
 @api_key.command()
 @click.option("--name", required=True, help="Who holds the key (the audit log names them api:NAME).")
 @click.option("--role", required=True, type=click.Choice(["integration", "clinician", "admin"]))
+@click.option(
+    "--scope",
+    type=click.Choice(["own", "all"]),
+    help="What it may read: 'own' = the analyses, files and inbox states it sent (default for integration keys), "
+    "'all' = everyone's (default for clinician and admin keys).",
+)
 @_file_option
-def create(name: str, role: str, keys_file: Path | None) -> None:
+def create(name: str, role: str, scope: str | None, keys_file: Path | None) -> None:
     """Create a key and print it (once: it is stored hashed)."""
     registry = _registry(keys_file)
-    key = registry.create(name, role=role)
+    key = registry.create(name, role=role, scope=scope)
     click.echo(key)
-    click.echo(f"created {role} key {name!r} in {registry.path}; store it now, it cannot be shown again", err=True)
+    entry = next(e for e in registry.entries if e.name == name)
+    click.echo(
+        f"created {role} key {name!r} (scope {entry.scope}) in {registry.path}; store it now, it cannot be shown again",
+        err=True,
+    )
+
+
+@api_key.command()
+@click.argument("name")
+@click.argument("scope", type=click.Choice(["own", "all"]))
+@_file_option
+def scope(name: str, scope: str, keys_file: Path | None) -> None:
+    """Let a key read everyone's analyses ('all') or only what it sent ('own'), from its next request on."""
+    _registry(keys_file).set_scope(name, scope)
+    click.echo(f"{name!r} now reads {'every analysis' if scope == 'all' else 'only what it sent'}")
 
 
 @api_key.command("list")
 @_file_option
 def list_keys(keys_file: Path | None) -> None:
-    """Names, roles and creation times (never the keys)."""
+    """Names, roles, scopes and creation times (never the keys)."""
     for entry in _registry(keys_file).entries:
-        click.echo(f"{entry.name}\t{entry.role}\t{entry.created}")
+        click.echo(f"{entry.name}\t{entry.role}\t{entry.scope}\t{entry.created}")
 
 
 @api_key.command()

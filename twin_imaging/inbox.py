@@ -7,13 +7,15 @@
         ... analyse claimed.path ...; inbox.finish(claimed, analysis_id=...) or inbox.fail(claimed, message)
 
 Layout under the root: ``incoming/<study>/<sop>.dcm``, ``processing/<study>.<n>/``, ``failed/<study>.<n>/`` (with
-``error.txt``; kept, so nothing pushed is lost) and ``done/<study>.json``. A study left in ``processing`` by a crash
-goes back to ``incoming`` on ``recover()`` and is analysed again (attaching to the twin is idempotent).
+``error.txt``; kept, so nothing pushed is lost), ``done/<study>.json`` and ``senders/<study>/<sha256 of sender>``
+(who pushed the study: only they, or a key that reads everything, learn its state). A study left in ``processing``
+by a crash goes back to ``incoming`` on ``recover()`` and is analysed again (attaching to the twin is idempotent).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import logging
@@ -67,11 +69,12 @@ class ClaimedStudy:
 class StudyInbox:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        for name in ("incoming", "processing", "failed", "done"):
+        for name in ("incoming", "processing", "failed", "done", "senders"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
-    def store(self, data: bytes) -> StoredInstance:
-        """Check one Part 10 instance and write it durably; refuses non-DICOM bytes and non-image SOP classes."""
+    def store(self, data: bytes, *, sender: str | None = None) -> StoredInstance:
+        """Check one Part 10 instance and write it durably, noting its ``sender`` (an audit actor such as
+        ``api:router-a``); refuses non-DICOM bytes and non-image SOP classes."""
         try:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         except (InvalidDicomError, Exception) as exc:  # pydicom raises several kinds on garbage
@@ -85,8 +88,19 @@ class StudyInbox:
         if sop_class not in IMAGE_SOP_CLASSES:
             raise UnsupportedSopClassError(sop_class)
         study, series, sop = uids
+        if sender is not None:  # one file per sender: concurrent pushes of one study never race on a shared file
+            mark = self.root / "senders" / study / hashlib.sha256(sender.encode("utf-8")).hexdigest()
+            if not mark.is_file():
+                write_bytes_atomic(mark, sender.encode("utf-8"))
         write_bytes_atomic(self.root / "incoming" / study / f"{sop}.dcm", data)
         return StoredInstance(study, series, sop, sop_class)
+
+    def senders(self, study_instance_uid: str) -> list[str]:
+        """Who pushed instances of the study, sorted."""
+        folder = self.root / "senders" / study_instance_uid
+        if not _UID.match(study_instance_uid or "") or not folder.is_dir():
+            return []
+        return sorted(p.read_text(encoding="utf-8") for p in folder.iterdir() if len(p.name) == 64)
 
     def due(self, *, quiet_seconds: float) -> list[str]:
         """Studies in ``incoming`` whose newest instance arrived at least ``quiet_seconds`` ago, oldest first."""
@@ -122,10 +136,13 @@ class StudyInbox:
             temporary.write_text(message + "\n", encoding="utf-8")
         return target
 
-    def state(self, study_instance_uid: str) -> dict[str, object]:
-        """Where a study stands: waiting, processing, done (with its outcome), failed (with the reason), unknown."""
+    def state(self, study_instance_uid: str, *, only_sent_by: str | None = None) -> dict[str, object]:
+        """Where a study stands: waiting, processing, done (with its outcome), failed (with the reason), unknown.
+        ``only_sent_by``: a caller that may learn only about studies it pushed; any other study is unknown to it."""
         if not _UID.match(study_instance_uid or ""):
             raise DicomInputError(f"{study_instance_uid!r} is not a DICOM UID")
+        if only_sent_by is not None and only_sent_by not in self.senders(study_instance_uid):
+            return {"state": "unknown"}
         incoming = self.root / "incoming" / study_instance_uid
         if incoming.is_dir():
             return {"state": "waiting", "instances": sum(1 for _ in incoming.glob("*.dcm"))}

@@ -18,6 +18,7 @@ import pydicom
 import pytest
 
 from serving.launch import RunningServer, start_server
+from twin_imaging.access import ApiKeyRegistry
 from tests.serving.conftest import files_of
 
 BIN = Path(sys.executable).parent
@@ -71,6 +72,15 @@ def test_a_study_goes_in_as_a_job_and_its_seg_and_twin_come_out(server, studies)
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
     assert client.post("/v1/twin/get", json={"patient_id": "API-PATIENT-1"}).status_code == 401
+
+    # a second integration key (another router, another hospital) learns nothing of this analysis
+    other = {"X-API-Key": ApiKeyRegistry.load(server.root / "keys.json").create("router-b", role="integration")}
+    for path, body in (
+        ("/v1/analyses/get", {"analysis_id": analysis["analysis_id"]}),
+        ("/v1/artifacts/download", {"analysis_id": analysis["analysis_id"], "kind": "dicom_seg"}),
+    ):
+        hidden = client.post(path, json=body, headers=other)
+        assert hidden.status_code == 404 and "Doe" not in hidden.text and "API-PATIENT-1" not in hidden.text
 
 
 def test_schemathesis_finds_no_server_error(server, tmp_path):

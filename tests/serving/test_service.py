@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import nibabel as nib
@@ -137,10 +138,48 @@ def test_download_refusals(api, analysed):
     several = api.post("/v1/artifacts/download", json={"analysis_id": analysis_id, "kind": "overlay_png"})
     assert "overlay_axial.png" in error_of(several, 400)
     assert "no analysis" in error_of(
-        api.post("/v1/artifacts/download", json={"analysis_id": 999999, "kind": "dicom_seg"}), 404
+        api.post("/v1/artifacts/download", json={"analysis_id": "0" * 32, "kind": "dicom_seg"}), 404
     )
     assert error_of(api.post("/v1/artifacts/download", json={"analysis_id": analysis_id, "kind": "passwd"}), 400)
-    assert "no analysis" in error_of(api.post("/v1/analyses/get", json={"analysis_id": 424242}), 404)
+    assert "no analysis" in error_of(api.post("/v1/analyses/get", json={"analysis_id": "f" * 32}), 404)
+    assert error_of(api.post("/v1/analyses/get", json={"analysis_id": 1}), 400)  # ids are not sequential numbers
+
+
+# --- tenants ----------------------------------------------------------------------------------------------------
+
+
+def test_a_second_integration_key_gets_404_for_the_first_keys_analysis_and_seg(api, analysed, studies):
+    from twin_imaging.access import ApiKeyRegistry
+    from twin_imaging.settings import get_settings
+
+    registry = ApiKeyRegistry.load(get_settings().api_keys_file)
+    other = {"X-API-Key": registry.create("router-b", role="integration")}
+    analysis_id = analysed[0]["analysis_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", analysis_id) and analysis_id != analysed[1]["analysis_id"]
+    try:
+        for path, body in (
+            ("/v1/analyses/get", {"analysis_id": analysis_id}),
+            ("/v1/artifacts/download", {"analysis_id": analysis_id, "kind": "dicom_seg"}),
+        ):
+            hidden = api.client.post(path, json=body, headers=other)
+            absent = api.client.post(path, json={**body, "analysis_id": "0" * 32}, headers=other)
+            assert hidden.status_code == absent.status_code == 404  # never 403: existence is not revealed
+            assert hidden.json()["error"].replace(analysis_id, "ID") == absent.json()["error"].replace("0" * 32, "ID")
+            assert api.post(path, "integration", json=body).status_code == 200  # the sender still reads it
+        inbox = api.client.post("/v1/inbox/status", json={"study_instance_uid": studies.pre_uid}, headers=other)
+        assert inbox.json()["state"] == "unknown"
+
+        # a key that sends the same study may read what came of it: the same analysis
+        again = api.client.post("/v1/analyze", files=files_of(studies.pre), headers=other)
+        assert again.status_code == 200 and again.json()["analysis_id"] == analysis_id
+        assert api.client.post("/v1/analyses/get", json={"analysis_id": analysis_id}, headers=other).status_code == 200
+        post_id = analysed[1]["analysis_id"]
+        assert api.client.post("/v1/analyses/get", json={"analysis_id": post_id}, headers=other).status_code == 404
+
+        registry.set_scope("router-b", "all")  # an admin widens its scope
+        assert api.client.post("/v1/analyses/get", json={"analysis_id": post_id}, headers=other).status_code == 200
+    finally:
+        registry.revoke("router-b")
 
 
 def test_upload_refusals_name_the_problem(api, studies, tmp_path):
@@ -427,6 +466,8 @@ def test_stow_rs_stores_the_study_and_it_is_analysed_once_quiet(api, tmp_path):
     assert state["state"] == "done", state
     twin = api.post("/v1/twin/get", "clinician", json={"patient_id": "API-STOW-1"}).json()
     assert [a["analysis_id"] for a in twin["analyses"]] == [state["analysis_id"]]
+    # the key that pushed it reads the analysis the inbox made of it (its scope is "own")
+    assert api.post("/v1/analyses/get", "integration", json={"analysis_id": state["analysis_id"]}).status_code == 200
 
 
 def test_stow_rs_refusals(api, analysed, studies):

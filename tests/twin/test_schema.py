@@ -25,7 +25,7 @@ from twin_imaging.twin.database import (
     head_revision,
     upgrade_database,
 )
-from twin_imaging.twin.schema import Analysis, Base, Measurement, Patient, Series, Study
+from twin_imaging.twin.schema import Analysis, AnalysisGrant, Base, Measurement, Patient, Series, Study
 from twin_imaging.twin.store import TwinStore
 
 
@@ -76,7 +76,7 @@ def test_migrated_schema_equals_the_models(engine):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     # compare_metadata does not look at ON DELETE: compare the foreign keys in full
     inspector = inspect(engine)
     for table in Base.metadata.sorted_tables:
@@ -113,10 +113,16 @@ _ROWS_AT_0001 = (  # one analysis as revision 0001 stored it, written in plain S
     "VALUES (1, 1, 'm', '1', :sha, '0.1.0', '[]', '[]', :at, :at, 'completed', :at)",
     "INSERT INTO measurement (id, analysis_id, structure, label, snomed_code, snomed_meaning, voxel_count, "
     "volume_ml, max_diameter_mm) VALUES (1, 1, 'aorta', 1, '15825003', 'Aorta', 10, 70.0, 199.0)",
+    "INSERT INTO audit_log (at, actor, action, patient_key, object_type, object_id) "
+    "VALUES (:at, 'api:router-a', 'attach_analysis', 'P1', 'analysis', '1')",
+    "INSERT INTO audit_log (at, actor, action, patient_key, object_type, object_id) "
+    "VALUES (:at, 'api:clinic', 'read_analysis', 'P1', 'analysis', '1')",
 )
 
 
-def test_the_0002_upgrade_keeps_the_old_extent_and_marks_old_analyses_unreviewed(database_url):
+def test_upgrading_old_rows_keeps_them_and_fills_what_is_new(database_url):
+    """0002: the old extent kept under its right name, old analyses unreviewed (NULL); 0003: a random public id
+    for each analysis and a read grant for whoever attached it, from the audit log (not for mere readers)."""
     upgrade_database(database_url, "0001")
     engine = create_twin_engine(database_url)
     try:
@@ -128,7 +134,10 @@ def test_the_0002_upgrade_keeps_the_old_extent_and_marks_old_analyses_unreviewed
             measurement = session.scalar(select(Measurement))
             assert measurement.greatest_extent_mm == 199.0  # what it always was: the farthest two voxels
             assert measurement.short_axis_mm is None and measurement.major_axis_mm is None
-            assert session.scalar(select(Analysis)).review_reasons is None  # unknown, not "fine"
+            analysis = session.scalar(select(Analysis))
+            assert analysis.review_reasons is None  # unknown, not "fine"
+            assert len(analysis.public_id) == 32 and int(analysis.public_id, 16) >= 0
+            assert [g.actor for g in session.scalars(select(AnalysisGrant))] == ["api:router-a"]
     finally:
         engine.dispose()
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from tests.twin.conftest import KIDNEY_SCALE, PATIENT, count_rows
-from twin_imaging.errors import TwinError, UnknownPatientError
+from twin_imaging.errors import TwinError, UnknownAnalysisError, UnknownPatientError
 from twin_imaging.settings import Settings
 from twin_imaging.twin.database import database_url as parse_url
 from twin_imaging.twin.schema import Alert, Analysis, Artifact, AuditEntry, Base, Measurement, Patient, Study
@@ -81,6 +81,22 @@ def test_attaching_the_same_analysis_twice_leaves_one(store, database_url, phant
     # another model on the same series is another analysis
     other = store.attach_analysis(phantom_case.pre_threshold, actor="pacs")
     assert other.analysis_id != first.analysis_id and other.series_instance_uid == first.series_instance_uid
+
+
+def test_a_key_that_reads_only_what_it_sent_finds_nothing_else(store, phantom_case):
+    first = store.attach_analysis(phantom_case.pre, actor="api:router-a", sent_by=["api:pusher"])
+    assert len(first.analysis_id) == 32 and int(first.analysis_id, 16) >= 0  # 128 random bits, not a counter
+    for reader in ("api:router-a", "api:pusher"):
+        assert store.analysis(first.analysis_id, actor=reader, only_sent_by=reader) == first
+        artifact, _ = store.artifact_file(first.analysis_id, "dicom_seg", actor=reader, only_sent_by=reader)
+        assert artifact.kind == "dicom_seg"
+    with pytest.raises(UnknownAnalysisError):
+        store.analysis(first.analysis_id, actor="api:router-b", only_sent_by="api:router-b")
+    with pytest.raises(UnknownAnalysisError):
+        store.artifact_file(first.analysis_id, "dicom_seg", actor="api:router-b", only_sent_by="api:router-b")
+    assert store.analysis(first.analysis_id, actor="api:clinic") == first  # a key with scope "all"
+    store.attach_analysis(phantom_case.pre, actor="api:router-b")  # it sends the same study: now it may read it
+    assert store.analysis(first.analysis_id, actor="api:router-b", only_sent_by="api:router-b") == first
 
 
 def test_post_operative_volume_loss_is_measured_and_alerted_once(store, phantom_case):
@@ -247,13 +263,16 @@ def test_imported_records_and_predictions(store, phantom_case):
     assert made.probability == 0.12 and made.analysis_id == analysis.analysis_id
     with pytest.raises(TwinError, match=r"probability in \[0, 1\]"):
         store.record_prediction(KEY, PredictionInput("t", "s", 1.5, "outcome", "1"), actor="model")
-    with pytest.raises(TwinError, match="analysis 999 is not in this patient's twin"):
-        store.record_prediction(KEY, PredictionInput("t", "s", 0.5, "outcome", "1", analysis_id=999), actor="m")
+    with pytest.raises(TwinError, match="analysis 9{32} is not in this patient's twin"):
+        store.record_prediction(KEY, PredictionInput("t", "s", 0.5, "outcome", "1", analysis_id="9" * 32), actor="m")
     held = len(store.summary(KEY, actor="t").predictions)
     with pytest.raises(TwinError, match="analysis 999"):  # a batch is all or none: the good one is not kept
         store.record_predictions(
             KEY,
-            [PredictionInput("t", "s", 0.5, "outcome", "1"), PredictionInput("t", "r", 0.5, "o", "1", analysis_id=999)],
+            [
+                PredictionInput("t", "s", 0.5, "outcome", "1"),
+                PredictionInput("t", "r", 0.5, "o", "1", analysis_id="9" * 32),
+            ],
             actor="m",
         )
     assert len(store.summary(KEY, actor="t").predictions) == held
@@ -285,7 +304,7 @@ def test_every_read_and_change_is_audited(store, database_url, phantom_case):
         ("dr.jones", "read_alerts"),
     ]
     assert {r.patient_key for r in rows} == {KEY}
-    assert rows[0].object_type == "analysis" and rows[0].object_id == str(pre.analysis_id)
+    assert rows[0].object_type == "analysis" and rows[0].object_id == pre.analysis_id
     assert all(r.at.tzinfo is not None for r in rows) and [r.at for r in rows] == sorted(r.at for r in rows)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from twin_imaging.twin.audit import audit
 from twin_imaging.twin.queries import changes, study_order
-from twin_imaging.twin.schema import Alert, Patient, Procedure, Study
+from twin_imaging.twin.schema import Alert, Analysis, Patient, Procedure, Study
 
 
 def evaluate_alerts(session: Session, patient: Patient, actor: str, *, volume_loss_percent: float) -> None:
@@ -27,12 +27,16 @@ def evaluate_alerts(session: Session, patient: Patient, actor: str, *, volume_lo
         for change in changes(study_a, study_b) or ():
             if change.change_percent is None or -change.change_percent <= threshold:
                 continue
-            dedup_key = f"volume_loss:{change.structure}:{change.analysis_a_id}:{change.analysis_b_id}"
+            id_a, id_b = (
+                session.scalar(select(Analysis.id).where(Analysis.public_id == public))
+                for public in (change.analysis_a_id, change.analysis_b_id)
+            )
+            dedup_key = f"volume_loss:{change.structure}:{id_a}:{id_b}"  # internal ids, as since the first alert
             if session.scalar(select(Alert.id).where(Alert.patient_id == patient.id, Alert.dedup_key == dedup_key)):
                 continue
             alert = Alert(
                 patient_id=patient.id,
-                analysis_id=change.analysis_b_id,
+                analysis_id=id_b,
                 rule="volume_loss",
                 severity="warning",
                 structure=change.structure,

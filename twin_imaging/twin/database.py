@@ -19,7 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -123,12 +123,32 @@ def upgrade_database(target: str | URL | Engine, revision: str = "head") -> None
     engine = target if isinstance(target, Engine) else create_twin_engine(target)
     try:
         config = alembic_config()
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+        with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # SQLite alters a table by copying it and dropping the original: with foreign keys on, the
+                # drop would cascade to every child row (an analysis' measurements), so they are off meanwhile
+                _sqlite_pragma(connection, "PRAGMA foreign_keys = OFF")
+            try:
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, revision)
+                    if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                        raise TwinError("the migration would leave rows pointing at missing parents; rolled back")
+            finally:
+                if sqlite:
+                    _sqlite_pragma(connection, "PRAGMA foreign_keys = ON")
     finally:
         if engine is not target:
             engine.dispose()
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> None:
+    """A PRAGMA outside any transaction (SQLite ignores foreign_keys inside one), on the driver's connection."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(pragma)
+    finally:
+        cursor.close()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -31,7 +31,7 @@ def study_view(s: Study) -> v.StudyView:
 
 def analysis_view(a: Analysis, study: Study, series: Series) -> v.AnalysisView:
     return v.AnalysisView(
-        analysis_id=a.id,
+        analysis_id=a.public_id,
         study_instance_uid=study.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
         model_id=a.model_id,
@@ -91,7 +91,7 @@ def prediction_view(p: Prediction) -> v.PredictionView:
         p.upper,
         p.model_id,
         p.model_version,
-        p.analysis_id,
+        p.analysis.public_id if p.analysis is not None else None,
         p.created_at,
     )
 

@@ -88,7 +88,7 @@ def timeline_of(session: Session, patient: Patient) -> list[v.TimelineEvent]:
     for study, series, a in analyses_of(studies):
         analysis_at[a.id] = study_at(study)
         text = f"{a.model_id} {a.model_version} on series {series.series_number}: {len(a.measurements)} structures"
-        events.append(v.TimelineEvent(analysis_at[a.id], "analysis", text, str(a.id)))
+        events.append(v.TimelineEvent(analysis_at[a.id], "analysis", text, a.public_id))
     for o in load_observations(session, patient):
         events.append(v.TimelineEvent(o.effective_at, "observation", f"{o.display}: {o.value:g} {o.unit}", str(o.id)))
     for p in load_procedures(session, patient):
@@ -173,8 +173,8 @@ def changes(
                 study_b_date=study_b.study_date,
                 model_id=chosen[0],
                 model_version=chosen[1],
-                analysis_a_id=a.id,
-                analysis_b_id=b.id,
+                analysis_a_id=a.public_id,
+                analysis_b_id=b.public_id,
             )
         )
     return found

@@ -104,11 +104,12 @@ def check_prediction(p: v.PredictionInput) -> None:
 
 def add_prediction(session: Session, patient: Patient, p: v.PredictionInput, actor: str) -> Prediction:
     """The prediction's row (after check_prediction); its analysis, if it names one, must be this patient's."""
-    if p.analysis_id is not None and _analysis_of(session, patient, p.analysis_id) is None:
+    analysis = None if p.analysis_id is None else _analysis_of(session, patient, p.analysis_id)
+    if p.analysis_id is not None and analysis is None:
         raise TwinError(f"analysis {p.analysis_id} is not in this patient's twin")
     row = Prediction(
         patient_id=patient.id,
-        analysis_id=p.analysis_id,
+        analysis_id=None if analysis is None else analysis.id,
         target=p.target,
         scenario=p.scenario,
         probability=p.probability,
@@ -123,6 +124,6 @@ def add_prediction(session: Session, patient: Patient, p: v.PredictionInput, act
     return row
 
 
-def _analysis_of(session: Session, patient: Patient, analysis_id: int) -> Analysis | None:
-    query = select(Analysis).join(Analysis.series).join(Series.study).where(Analysis.id == analysis_id)
+def _analysis_of(session: Session, patient: Patient, analysis_id: str) -> Analysis | None:
+    query = select(Analysis).join(Analysis.series).join(Series.study).where(Analysis.public_id == analysis_id)
     return session.scalar(query.where(Study.patient_id == patient.id))

@@ -1,7 +1,8 @@
 """The twin's tables (SQLAlchemy 2 declarative models). Migrations in ``migrations/versions`` create exactly these.
 
 patient ─┬─ imaging_study ── imaging_series ── analysis ─┬─ measurement
-         │                                               └─ artifact
+         │                                               ├─ artifact
+         │                                               └─ analysis_grant (which API keys sent it)
          ├─ observation, procedure, prediction, alert
 audit_log (by patient_key, outliving the rows it names)
 
@@ -11,6 +12,7 @@ stored under its key only (a pseudonym where configured), never with its name or
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -48,6 +50,10 @@ TEXT = 255
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(16)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -136,7 +142,9 @@ class Analysis(Base):
 
     __tablename__ = "analysis"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # internal; never shown outside the store
+    # the id the API, CLI and FHIR name it by: 128 random bits, so one tenant cannot enumerate another's analyses
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     series_id: Mapped[int] = _parent("imaging_series.id")
     model_id: Mapped[str] = mapped_column(String(NAME))
     model_version: Mapped[str] = mapped_column(String(NAME))
@@ -159,11 +167,23 @@ class Analysis(Base):
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="analysis", cascade="all, delete-orphan", passive_deletes=True, order_by="Artifact.id"
     )
+    grants: Mapped[list[AnalysisGrant]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
     __table_args__ = (
         UniqueConstraint("series_id", "model_id", "model_version"),
         CheckConstraint("status IN ('completed', 'failed')", name="status"),
     )
+
+
+class AnalysisGrant(Base):
+    """An API caller (audit actor, e.g. ``api:router-a``) that sent this analysis' study, and so may read it even
+    where its key's scope is "own"."""
+
+    __tablename__ = "analysis_grant"
+
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analysis.id", ondelete="CASCADE"), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(NAME), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
 class Measurement(Base):
@@ -253,6 +273,7 @@ class Prediction(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = _parent("patient.id")
     analysis_id: Mapped[int | None] = mapped_column(ForeignKey("analysis.id", ondelete="SET NULL"), index=True)
+    analysis: Mapped[Analysis | None] = relationship()
     target: Mapped[str] = mapped_column(String(NAME))
     scenario: Mapped[str] = mapped_column(String(NAME))
     probability: Mapped[float] = mapped_column(Double)

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,7 +37,7 @@ from twin_imaging.twin.audit import audit, check_actor
 from twin_imaging.twin.database import create_twin_engine, guarded, session_factory, transaction, upgrade_database
 from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis
 from twin_imaging.twin.records import add_observation, add_prediction, add_procedure, check_prediction
-from twin_imaging.twin.schema import Analysis, Patient
+from twin_imaging.twin.schema import Analysis, AnalysisGrant, Patient
 
 if TYPE_CHECKING:  # the store does not need the pipeline's imports (ONNX Runtime, highdicom) to run
     from twin_imaging.pipeline import AnalysisResult
@@ -113,13 +113,21 @@ class TwinStore:
             return mapping.patient_view(patient)
 
     def attach_analysis(
-        self, result: AnalysisResult, *, actor: str, patient_identifier: str | None = None
+        self,
+        result: AnalysisResult,
+        *,
+        actor: str,
+        patient_identifier: str | None = None,
+        sent_by: Sequence[str] = (),
     ) -> v.AnalysisView:
-        """Attach a pipeline result to its patient's twin; a result already attached is returned as it is."""
+        """Attach a pipeline result to its patient's twin; a result already attached is returned as it is. The
+        actor, and each of ``sent_by`` (the API callers who pushed the study, where the actor is a relay such as
+        the STOW-RS inbox), may read it from then on even where their key's scope is "own"."""
         actor = check_actor(actor)
+        readers = list(dict.fromkeys([actor, *(check_actor(s) for s in sent_by)]))
         facts = facts_of(result, patient_identifier)
         key = self.patient_key_for(facts.patient_identifier)
-        existing = self._existing_analysis(facts, key, actor)
+        existing = self._existing_analysis(facts, key, actor, readers)
         if existing is not None:
             return existing
         stored = [
@@ -130,10 +138,10 @@ class TwinStore:
         stored.append((self.artifacts.put(document, kind="results_json", name="results.json"), None))
         for attempt in (1, 2):
             try:
-                view = self._insert_analysis(facts, key, stored, actor)
+                view = self._insert_analysis(facts, key, stored, actor, readers)
                 break
             except IntegrityError:  # a concurrent writer attached it (or created its patient or study) first
-                existing = self._existing_analysis(facts, key, actor)
+                existing = self._existing_analysis(facts, key, actor, readers)
                 if existing is not None:
                     return existing
                 if attempt == 2:
@@ -143,7 +151,7 @@ class TwinStore:
         self._crash_point("attach_after_commit")
         return view
 
-    def _existing_analysis(self, facts: Facts, key: str, actor: str) -> v.AnalysisView | None:
+    def _existing_analysis(self, facts: Facts, key: str, actor: str, readers: list[str]) -> v.AnalysisView | None:
         with self._transaction() as session:
             found = find_analysis(session, facts)
             if found is None:
@@ -151,14 +159,18 @@ class TwinStore:
             analysis, series, study, patient = found
             if patient.patient_key != key:
                 raise TwinError(f"series {facts.series_uid} is already in the twin under another patient")
-            audit(session, actor, "read_analysis", key, "analysis", analysis.id, "attach: already attached")
+            audit(session, actor, "read_analysis", key, "analysis", analysis.public_id, "attach: already attached")
+            for reader in readers:  # they sent the same study: they may read what came of it
+                _grant(session, analysis, reader)
             return mapping.analysis_view(analysis, study, series)
 
-    def _insert_analysis(self, facts: Facts, key: str, stored: list, actor: str) -> v.AnalysisView:
+    def _insert_analysis(self, facts: Facts, key: str, stored: list, actor: str, readers: list[str]) -> v.AnalysisView:
         with self._transaction(raw_conflicts=True) as session:
             patient = self._ensure_patient(session, key, sex=facts.sex, birth_year=facts.birth_year)
             analysis, study, series = add_analysis(session, patient, facts, stored)
-            audit(session, actor, "attach_analysis", key, "analysis", analysis.id)
+            for reader in readers:
+                _grant(session, analysis, reader)
+            audit(session, actor, "attach_analysis", key, "analysis", analysis.public_id)
             self._evaluate_alerts(session, patient, actor)
             session.flush()
             self._crash_point("attach_before_commit")
@@ -313,23 +325,25 @@ class TwinStore:
             audit(session, actor, "read_alerts", patient.patient_key, "patient", patient.id)
             return [mapping.alert_view(a) for a in queries.load_alerts(session, patient)]
 
-    def analysis(self, analysis_id: int, *, actor: str) -> v.AnalysisView:
-        """One analysis with its measurements and artifacts (e.g. the result of a job)."""
+    def analysis(self, analysis_id: str, *, actor: str, only_sent_by: str | None = None) -> v.AnalysisView:
+        """One analysis (by its public id) with its measurements and artifacts (e.g. the result of a job).
+        ``only_sent_by``: an actor whose key reads only what it sent; any other analysis is unknown to it."""
         actor = check_actor(actor)
         with self._transaction() as session:
-            row = _find_analysis_row(session, analysis_id)
+            row = _find_analysis_row(session, analysis_id, only_sent_by)
             key = row.series.study.patient.patient_key
-            audit(session, actor, "read_analysis", key, "analysis", row.id)
+            audit(session, actor, "read_analysis", key, "analysis", row.public_id)
             return mapping.analysis_view(row, row.series.study, row.series)
 
     def artifact_file(
-        self, analysis_id: int, kind: str, *, actor: str, name: str | None = None
+        self, analysis_id: str, kind: str, *, actor: str, name: str | None = None, only_sent_by: str | None = None
     ) -> tuple[v.ArtifactView, Path]:
         """The stored file of one artifact of an analysis (``name`` picks among several of a kind, e.g. the
-        overlay planes), its bytes checked against its sha256; the read is audited."""
+        overlay planes), its bytes checked against its sha256; the read is audited. ``only_sent_by`` as in
+        ``analysis``."""
         actor = check_actor(actor)
         with self._transaction() as session:
-            row = _find_analysis_row(session, analysis_id)
+            row = _find_analysis_row(session, analysis_id, only_sent_by)
             matches = [a for a in row.artifacts if a.kind == kind and (name is None or a.name == name)]
             if not matches:
                 held = sorted(f"{a.kind}:{a.name}" for a in row.artifacts)
@@ -359,8 +373,20 @@ class TwinStore:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _find_analysis_row(session: Session, analysis_id: int) -> Analysis:
-    row = session.get(Analysis, analysis_id) if isinstance(analysis_id, int) and analysis_id > 0 else None
+def _find_analysis_row(session: Session, analysis_id: str, only_sent_by: str | None = None) -> Analysis:
+    """The analysis with this public id; unknown (never "forbidden", so ids cannot be probed) where
+    ``only_sent_by`` is given and that actor did not send it."""
+    row = None
+    if isinstance(analysis_id, str) and analysis_id:
+        row = session.scalar(select(Analysis).where(Analysis.public_id == analysis_id))
+    sent = row is not None and (only_sent_by is None or session.get(AnalysisGrant, (row.id, only_sent_by)))
+    if not sent:
+        row = None
     if row is None:
         raise UnknownAnalysisError(analysis_id)
     return row
+
+
+def _grant(session: Session, analysis: Analysis, actor: str) -> None:
+    if session.get(AnalysisGrant, (analysis.id, actor)) is None:
+        session.add(AnalysisGrant(analysis_id=analysis.id, actor=actor))

@@ -74,7 +74,7 @@ class ArtifactView:
 
 @dataclass(frozen=True)
 class AnalysisView:
-    analysis_id: int
+    analysis_id: str  # the public id: 32 hex digits, unguessable
     study_instance_uid: str
     series_instance_uid: str
     model_id: str
@@ -102,7 +102,7 @@ class PredictionView:
     upper: float | None
     model_id: str
     model_version: str
-    analysis_id: int | None
+    analysis_id: str | None  # public id
     created_at: datetime
 
 
@@ -194,7 +194,7 @@ class PredictionInput:
     model_version: str
     lower: float | None = None
     upper: float | None = None
-    analysis_id: int | None = None  # the analysis whose measurements fed the model, if any
+    analysis_id: str | None = None  # the (public id of the) analysis whose measurements fed the model, if any
 
 
 @dataclass(frozen=True)
@@ -223,8 +223,8 @@ class StructureChange:
     study_b_date: date | None
     model_id: str
     model_version: str
-    analysis_a_id: int
-    analysis_b_id: int
+    analysis_a_id: str
+    analysis_b_id: str
 
 
 @dataclass(frozen=True)
