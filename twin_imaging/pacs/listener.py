@@ -122,7 +122,7 @@ class StudyListener:
                 self.outbox.enqueue(
                     result_datasets(result), self.config.destination, label=f"analysis {analysis.analysis_id}"
                 )
-        log.info("analysis %d of a received study attached", analysis.analysis_id)
+        log.info("analysis %s of a received study attached", analysis.analysis_id)
         return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
 
 

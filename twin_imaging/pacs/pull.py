@@ -22,7 +22,7 @@ from twin_imaging.pipeline import AnalysisResult, analyze_study
 class PullOutcome:
     result: AnalysisResult
     retrieved_files: int
-    analysis_id: int | None
+    analysis_id: str | None
     outbox_item: str | None
     delivery: DeliveryReport | None
 
