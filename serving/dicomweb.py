@@ -1,5 +1,6 @@
 """STOW-RS (DICOMweb store, PS3.18 10.5): a PACS or router pushes instances; each is written durably to the
-inbox before the answer, and the study is analysed once it has been quiet (``twin_imaging.inbox``).
+inbox before the answer, and the study is analysed once it has been quiet (``twin_imaging.inbox``). The body is
+streamed: each part goes to a file as it arrives (``serving.stow_parts``), so a 1 GB push needs no 1 GB of memory.
 
     POST /dicomweb/studies            Content-Type: multipart/related; type="application/dicom"; boundary=...
     POST /dicomweb/studies/{study}    the same, every instance must belong to {study}
@@ -11,20 +12,22 @@ multipart/related of application/dicom gets 415 with a JSON error.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import functools
 import logging
+import tempfile
+from pathlib import Path
 
 import anyio
 import bentoml
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving.errors import error_response
+from serving.stow_parts import PartSpooler
 from twin_imaging.errors import DicomInputError
-from twin_imaging.inbox import UnsupportedSopClassError
+from twin_imaging.inbox import StudyMismatchError, UnsupportedSopClassError
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +36,6 @@ PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 STUDY_UID_MISMATCH = 0xA900  # "data set does not match": the instance belongs to another study than the URL's
 CANNOT_UNDERSTAND = 0xC000
-
-
-def parse_multipart_related(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
-    """(content type, bytes) of each part. The standard library's MIME parser does this well; no extra package."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
-    if not message.is_multipart():
-        raise DicomInputError("the body is not a multipart message (no parts between its boundaries)")
-    return [(part.get_content_type(), part.get_payload(decode=True) or b"") for part in message.iter_parts()]
 
 
 def _sop_item(sop_class: str, sop_instance: str, *, reason: int | None = None) -> dict:
@@ -67,34 +60,42 @@ async def store_instances(request: Request) -> Response:
         )
     if "boundary" not in params:
         return error_response(400, "the multipart/related content type has no boundary")
-    body = await request.body()
-    try:
-        parts = parse_multipart_related(content_type, body)
-    except DicomInputError as exc:
-        return error_response(400, str(exc))
-    if not parts:
-        return error_response(400, "the multipart body holds no parts")
     inbox = bentoml.get_current_service().inbox
     sender = request.state.principal.actor  # the auth middleware let no keyless request through
     wanted_study = request.path_params.get("study")
     stored, failed = [], []
-    for part_type, data in parts:
-        if part_type != "application/dicom":
-            failed.append(_sop_item("", "", reason=CANNOT_UNDERSTAND))
-            continue
+    with tempfile.TemporaryDirectory(dir=inbox.receiving_dir()) as folder:
         try:
-            instance = await anyio.to_thread.run_sync(_store, inbox, data, wanted_study, sender)
-        except UnsupportedSopClassError as exc:
-            failed.append(_sop_item(exc.sop_class_uid, "", reason=SOP_CLASS_NOT_SUPPORTED))
-        except _StudyMismatch as exc:
-            failed.append(_sop_item(exc.sop_class, exc.sop_instance, reason=STUDY_UID_MISMATCH))
-        except DicomInputError:
-            failed.append(_sop_item("", "", reason=CANNOT_UNDERSTAND))
-        except OSError:
-            log.exception("STOW-RS: could not write an instance")
-            failed.append(_sop_item("", "", reason=PROCESSING_FAILURE))
-        else:
-            stored.append(_sop_item(instance.sop_class_uid, instance.sop_instance_uid))
+            spooler = PartSpooler(params["boundary"], Path(folder))
+            async for chunk in request.stream():  # each part to its own file as it arrives: memory stays bounded
+                spooler.write(chunk)
+            parts = spooler.finish()
+        except DicomInputError as exc:
+            return error_response(400, str(exc))
+        except ClientDisconnect:
+            log.info("STOW-RS: the sender went away mid-body; nothing stored")
+            return Response(status_code=400)
+        if not parts:
+            return error_response(400, "the multipart body holds no parts")
+        for part in parts:
+            if part.content_type != "application/dicom":
+                failed.append(_sop_item("", "", reason=CANNOT_UNDERSTAND))
+                continue
+            try:
+                instance = await anyio.to_thread.run_sync(
+                    functools.partial(inbox.store_file, part.path, sender=sender, only_study=wanted_study)
+                )
+            except UnsupportedSopClassError as exc:
+                failed.append(_sop_item(exc.sop_class_uid, "", reason=SOP_CLASS_NOT_SUPPORTED))
+            except StudyMismatchError as exc:
+                failed.append(_sop_item(exc.sop_class_uid, exc.sop_instance_uid, reason=STUDY_UID_MISMATCH))
+            except DicomInputError:
+                failed.append(_sop_item("", "", reason=CANNOT_UNDERSTAND))
+            except OSError:
+                log.exception("STOW-RS: could not write an instance")
+                failed.append(_sop_item("", "", reason=PROCESSING_FAILURE))
+            else:
+                stored.append(_sop_item(instance.sop_class_uid, instance.sop_instance_uid))
     answer: dict = {}
     if stored:
         answer["00081199"] = {"vr": "SQ", "Value": stored}
@@ -103,31 +104,6 @@ async def store_instances(request: Request) -> Response:
     status = 200 if not failed else 202 if stored else 409
     log.info("STOW-RS: %d stored, %d failed", len(stored), len(failed))
     return JSONResponse(answer, status_code=status, media_type="application/dicom+json")
-
-
-class _StudyMismatch(DicomInputError):
-    def __init__(self, sop_class: str, sop_instance: str) -> None:
-        super().__init__("the instance belongs to another study than the one in the URL")
-        self.sop_class, self.sop_instance = sop_class, sop_instance
-
-
-def _store(inbox, data: bytes, wanted_study: str | None, sender: str):
-    if wanted_study is not None:
-        import io
-
-        import pydicom
-
-        try:
-            header = pydicom.dcmread(
-                io.BytesIO(data),
-                stop_before_pixels=True,
-                specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"],
-            )
-        except Exception:
-            raise DicomInputError("not a DICOM Part 10 instance") from None
-        if str(header.get("StudyInstanceUID", "")) != wanted_study:
-            raise _StudyMismatch(str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", "")))
-    return inbox.store(data, sender=sender)
 
 
 dicomweb_app = Starlette(

@@ -31,6 +31,16 @@ class RunningServer:
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
+    def resident_bytes(self) -> int:
+        """Resident memory of the server and its workers together (psutil, a dev dependency)."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0
+
     def log_text(self) -> str:
         return (self.root / "server.log").read_text(errors="replace")
 

@@ -31,7 +31,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from twin_imaging.errors import DicomInputError
-from twin_imaging.files import atomic_path, fsync_directory, rename_durably, write_bytes_atomic
+from twin_imaging.files import FILE_MODE, atomic_path, fsync_directory, rename_durably, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -52,6 +52,12 @@ class UnsupportedSopClassError(DicomInputError):
         self.sop_class_uid = sop_class_uid
 
 
+class StudyMismatchError(DicomInputError):
+    def __init__(self, sop_class_uid: str, sop_instance_uid: str) -> None:
+        super().__init__("the instance belongs to another study than the one it was sent for")
+        self.sop_class_uid, self.sop_instance_uid = sop_class_uid, sop_instance_uid
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     study_instance_uid: str
@@ -69,31 +75,48 @@ class ClaimedStudy:
 class StudyInbox:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        for name in ("incoming", "processing", "failed", "done", "senders"):
+        for name in ("incoming", "processing", "failed", "done", "senders", "receiving"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def receiving_dir(self) -> Path:
+        """Where uploads are written while they stream in (same file system: an instance is moved into place);
+        what a crash leaves there is removed by ``recover``."""
+        return self.root / "receiving"
 
     def store(self, data: bytes, *, sender: str | None = None) -> StoredInstance:
         """Check one Part 10 instance and write it durably, noting its ``sender`` (an audit actor such as
         ``api:router-a``); refuses non-DICOM bytes and non-image SOP classes."""
-        try:
-            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        except (InvalidDicomError, Exception) as exc:  # pydicom raises several kinds on garbage
-            raise DicomInputError(f"not a DICOM Part 10 instance: {exc}") from None
-        uids = [str(header.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        sop_class = str(header.get("SOPClassUID", ""))
-        if not all(_UID.match(u) and len(u) <= 64 for u in [*uids, sop_class]):
-            raise DicomInputError(
-                "the instance lacks a valid StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID or SOPClassUID"
-            )
-        if sop_class not in IMAGE_SOP_CLASSES:
-            raise UnsupportedSopClassError(sop_class)
-        study, series, sop = uids
-        if sender is not None:  # one file per sender: concurrent pushes of one study never race on a shared file
-            mark = self.root / "senders" / study / hashlib.sha256(sender.encode("utf-8")).hexdigest()
-            if not mark.is_file():
-                write_bytes_atomic(mark, sender.encode("utf-8"))
-        write_bytes_atomic(self.root / "incoming" / study / f"{sop}.dcm", data)
-        return StoredInstance(study, series, sop, sop_class)
+        instance = _checked(io.BytesIO(data))
+        self._note_sender(instance.study_instance_uid, sender)
+        write_bytes_atomic(self._place_of(instance), data)
+        return instance
+
+    def store_file(self, path: Path, *, sender: str | None = None, only_study: str | None = None) -> StoredInstance:
+        """As ``store``, for an instance already written to ``path`` on the inbox's file system (a streamed upload
+        part): checked from its header alone and moved into place, so no instance is ever held in memory.
+        ``only_study``: refuse (StudyMismatchError) an instance of any other study."""
+        instance = _checked(path)
+        if only_study is not None and instance.study_instance_uid != only_study:
+            raise StudyMismatchError(instance.sop_class_uid, instance.sop_instance_uid)
+        self._note_sender(instance.study_instance_uid, sender)
+        with open(path, "rb") as stream:
+            os.fsync(stream.fileno())
+        target = self._place_of(instance)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, FILE_MODE)
+        rename_durably(path, target)
+        return instance
+
+    def _place_of(self, instance: StoredInstance) -> Path:
+        return self.root / "incoming" / instance.study_instance_uid / f"{instance.sop_instance_uid}.dcm"
+
+    def _note_sender(self, study_instance_uid: str, sender: str | None) -> None:
+        if sender is None:
+            return
+        # one file per sender: concurrent pushes of one study never race on a shared file
+        mark = self.root / "senders" / study_instance_uid / hashlib.sha256(sender.encode("utf-8")).hexdigest()
+        if not mark.is_file():
+            write_bytes_atomic(mark, sender.encode("utf-8"))
 
     def senders(self, study_instance_uid: str) -> list[str]:
         """Who pushed instances of the study, sorted."""
@@ -175,7 +198,10 @@ class StudyInbox:
         return handled
 
     def recover(self) -> int:
-        """Studies a crash left in ``processing`` go back to ``incoming``; returns how many."""
+        """Studies a crash left in ``processing`` go back to ``incoming`` (returns how many); uploads it cut off
+        mid-body (never acknowledged to their sender) are removed."""
+        for leftover in self.receiving_dir().iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         moved = 0
         for folder in (self.root / "processing").iterdir():
             study = folder.name.rsplit(".", 1)[0]
@@ -191,6 +217,24 @@ class StudyInbox:
     @staticmethod
     def _fresh(parent: Path, study_instance_uid: str) -> Path:
         return parent / f"{study_instance_uid}.{time.time_ns()}"
+
+
+def _checked(source: Path | io.BytesIO) -> StoredInstance:
+    """The UIDs of a Part 10 instance, from its header (pixel data not read); DicomInputError where it is not an
+    image this service analyses."""
+    try:
+        header = pydicom.dcmread(source, stop_before_pixels=True)
+    except (InvalidDicomError, Exception) as exc:  # pydicom raises several kinds on garbage
+        raise DicomInputError(f"not a DICOM Part 10 instance: {exc}") from None
+    uids = [str(header.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    sop_class = str(header.get("SOPClassUID", ""))
+    if not all(_UID.match(u) and len(u) <= 64 for u in [*uids, sop_class]):
+        raise DicomInputError(
+            "the instance lacks a valid StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID or SOPClassUID"
+        )
+    if sop_class not in IMAGE_SOP_CLASSES:
+        raise UnsupportedSopClassError(sop_class)
+    return StoredInstance(*uids, sop_class)
 
 
 def _claims_of(parent: Path, study_instance_uid: str) -> list[Path]:

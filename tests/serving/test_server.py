@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import pydicom
 import pytest
 
 from serving.launch import RunningServer, start_server
-from twin_imaging.access import ApiKeyRegistry
 from tests.serving.conftest import files_of
+from twin_imaging.access import ApiKeyRegistry
+from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, write_phantom_study
+from twin_imaging.testing.stow import stow_body, stow_content_type
 
 BIN = Path(sys.executable).parent
 
@@ -131,3 +134,36 @@ def test_refused_requests_leave_no_patient_identifier_in_the_server_log(server):
     log = server.log_text()
     assert secret not in log
     assert "Traceback" not in log
+
+
+def test_a_100_mb_stow_body_is_streamed_with_bounded_server_memory(server, tmp_path):
+    """200 slices of 512 x 512 (about 100 MB) pushed in one STOW-RS request: every instance stored, and the server's
+    resident memory rises by far less than the body (it rose by 927 MB for a 106 MB body when it was buffered)."""
+    geometry = PhantomGeometry(shape=(512, 512, 200), spacing_mm=(0.8, 0.8, 1.0))
+    study = write_phantom_study(tmp_path / "big", (SeriesSpec(geometry=geometry),), patient=PatientSpec("STOW-BIG"))
+    body_bytes = sum(p.stat().st_size for p in study.paths)
+    assert body_bytes > 100e6
+    baseline, peak, stop = server.resident_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], server.resident_bytes())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        response = httpx.post(
+            f"{server.url}/dicomweb/studies",
+            content=stow_body(study.paths),
+            headers={**server.headers("integration"), "content-type": stow_content_type()},
+            timeout=600,
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["00081199"]["Value"]) == len(study.paths)
+    rise_mb = (peak[0] - baseline) / 1e6
+    print(f"\nSTOW-RS of {body_bytes / 1e6:.0f} MB: server resident memory rose {rise_mb:.0f} MB")
+    assert rise_mb < 0.5 * body_bytes / 1e6

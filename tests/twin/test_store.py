@@ -263,7 +263,7 @@ def test_imported_records_and_predictions(store, phantom_case):
     assert made.probability == 0.12 and made.analysis_id == analysis.analysis_id
     with pytest.raises(TwinError, match=r"probability in \[0, 1\]"):
         store.record_prediction(KEY, PredictionInput("t", "s", 1.5, "outcome", "1"), actor="model")
-    with pytest.raises(TwinError, match="analysis 9{32} is not in this patient's twin"):
+    with pytest.raises(TwinError, match=r"analysis 9{32} is not in this patient's twin"):
         store.record_prediction(KEY, PredictionInput("t", "s", 0.5, "outcome", "1", analysis_id="9" * 32), actor="m")
     held = len(store.summary(KEY, actor="t").predictions)
     with pytest.raises(TwinError, match="analysis 999"):  # a batch is all or none: the good one is not kept
