@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from twin_imaging.errors import DicomInputError
-from twin_imaging.inbox import StudyInbox, UnsupportedSopClassError
+from twin_imaging.inbox import StudyInbox, StudyMismatchError, UnsupportedSopClassError
 from twin_imaging.testing import SeriesSpec, write_phantom_study
 from twin_imaging.testing.phantom import PhantomGeometry
 
@@ -95,3 +95,30 @@ def test_process_due_records_what_each_study_came_to(tmp_path, study):
     assert inbox.process_due(lambda claimed: {"analysis_id": 7}, quiet_seconds=0) == 1
     state = inbox.state(study.study_instance_uid)
     assert state["state"] == "done" and state["analysis_id"] == 7
+
+
+def test_a_streamed_file_is_moved_into_place_and_its_sender_alone_learns_its_state(tmp_path, study):
+    inbox = StudyInbox(tmp_path / "inbox")
+    part = inbox.receiving_dir() / "part-1.dcm"
+    part.write_bytes(study.paths[0].read_bytes())
+    stored = inbox.store_file(part, sender="api:router-a")
+    assert not part.exists()  # moved, not copied
+    placed = tmp_path / "inbox" / "incoming" / study.study_instance_uid / f"{stored.sop_instance_uid}.dcm"
+    assert placed.read_bytes() == study.paths[0].read_bytes()
+    assert inbox.senders(study.study_instance_uid) == ["api:router-a"]
+    assert inbox.state(study.study_instance_uid, only_sent_by="api:router-a")["state"] == "waiting"
+    assert inbox.state(study.study_instance_uid, only_sent_by="api:router-b") == {"state": "unknown"}
+
+    other = inbox.receiving_dir() / "part-2.dcm"
+    other.write_bytes(study.paths[1].read_bytes())
+    with pytest.raises(StudyMismatchError):
+        inbox.store_file(other, only_study="1.2.3")
+    assert other.exists()  # refused: not moved into any study
+
+
+def test_uploads_cut_off_by_a_crash_are_removed_on_recovery(tmp_path):
+    inbox = StudyInbox(tmp_path)
+    (inbox.receiving_dir() / "tmpabc").mkdir()
+    (inbox.receiving_dir() / "tmpabc" / "part-x.dcm").write_bytes(b"half an instance")
+    inbox.recover()
+    assert list(inbox.receiving_dir().iterdir()) == []
