@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
@@ -59,16 +60,31 @@ def status_of(exc: BaseException) -> int:
 
 
 def json_errors(func: Callable) -> Callable:
-    """Wrap an API method (with a ``ctx`` parameter): a twin-imaging error becomes its JSON error response."""
+    """Wrap an API method (with a ``ctx`` parameter; plain or async): a twin-imaging error becomes its JSON error
+    response."""
+
+    def refused(exc: Exception, ctx: Any) -> JSONResponse:
+        status = int(status_of(exc))
+        log.info("%s refused: %s %s", func.__name__, status, type(exc).__name__)  # no patient data in logs
+        ctx.response.status_code = status
+        return error_response(status, str(exc))
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(self, *args, **kwargs)
+            except (TwinImagingError, ApiError) as exc:
+                return refused(exc, kwargs["ctx"])
+
+        return async_wrapper
 
     @functools.wraps(func)
     def wrapper(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return func(self, *args, **kwargs)
         except (TwinImagingError, ApiError) as exc:
-            status = int(status_of(exc))
-            log.info("%s refused: %s %s", func.__name__, status, type(exc).__name__)  # no patient data in logs
-            kwargs["ctx"].response.status_code = status
-            return error_response(status, str(exc))
+            return refused(exc, kwargs["ctx"])
 
     return wrapper

@@ -11,6 +11,7 @@ access to patient data is written to the twin's audit log as ``api:<key name>``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ import bentoml
 from pydantic import Field
 from starlette.responses import FileResponse
 
+from serving.analysis_queue import AnalysisQueue, AnalysisQueueClosed, AnalysisQueueFull
 from serving.auth import ApiKeyMiddleware
 from serving.dicomweb import dicomweb_app
 from serving.docs_page import OwnDocsPage
@@ -31,7 +33,7 @@ from serving.hardening import harden_bentoml
 from serving.openapi import document_dicomweb_routes
 from serving.uploads import stage_upload
 from twin_imaging.errors import ModelError
-from twin_imaging.inbox import ClaimedStudy, StudyInbox
+from twin_imaging.inbox import ClaimedStudy, NotNow, StudyInbox
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.io import read_nifti
 from twin_imaging.models.package import default_segmentation_package
@@ -64,7 +66,7 @@ MEDIA_SUFFIX = {
 @bentoml.service(
     name="twin_imaging",
     workers=1,
-    threads=4,  # twin reads stay answered while an analysis runs; analyses take turns (analysis_slots)
+    threads=4,  # for reads; analyses run on the analysis queue's own threads and never take one of these
     traffic={"timeout": 900},
     logging={"access": {"enabled": True, "request_content_length": True, "response_content_length": True}},
 )
@@ -79,7 +81,9 @@ class TwinImaging:
             log.warning("outcome model not loaded: %s", exc)
             self.outcome = None
         self.store = TwinStore()
-        self.analysis_slots = threading.Semaphore(1)  # one analysis at a time per worker: memory stays bounded
+        self.analyses = AnalysisQueue(  # analyses take turns on threads of their own: memory stays bounded
+            workers=self.settings.serve_analysis_workers, waiting_max=self.settings.serve_analysis_queue_max
+        )
         self.spool = Path(self.settings.serve_spool_dir)
         self.inbox = StudyInbox(self.spool / "inbox")
         recovered = self.inbox.recover()
@@ -93,7 +97,7 @@ class TwinImaging:
 
     @bentoml.api(route="/v1/analyze")
     @json_errors
-    def analyze(
+    async def analyze(
         self,
         files: list[Path],
         patient_id: PatientId | None = None,
@@ -102,7 +106,8 @@ class TwinImaging:
         ctx: bentoml.Context,
     ) -> dict[str, Any]:
         """Analyse a study now: DICOM files, one zip of them, or one NIfTI with patient_id (multipart field
-        'files'). Answers the analysis attached to the twin. Larger than serve_sync_max_bytes: use the job."""
+        'files'). Answers the analysis attached to the twin. Larger than serve_sync_max_bytes: use the job. When
+        serve_analysis_queue_max analyses already wait: 429 with Retry-After (or use the job, which queues)."""
         size = sum(p.stat().st_size for p in files)
         if size > self.settings.serve_sync_max_bytes:
             raise ApiError(
@@ -110,11 +115,16 @@ class TwinImaging:
                 f"{size} bytes is over the {self.settings.serve_sync_max_bytes} bytes answered "
                 "synchronously; submit it as a job: POST /v1/analyze_job/submit",
             )
-        return self._analyze(files, patient_id, series_instance_uid, actor=_actor(ctx))
+        actor = _actor(ctx)
+        try:
+            return await self.analyses.run(self._analyze, files, patient_id, series_instance_uid, actor)
+        except AnalysisQueueFull as exc:
+            ctx.response.headers["Retry-After"] = "30"
+            raise ApiError(429, str(exc)) from None
 
     @bentoml.task(route="/v1/analyze_job")
     @json_errors
-    def analyze_job(
+    async def analyze_job(
         self,
         files: list[Path],
         patient_id: PatientId | None = None,
@@ -124,7 +134,8 @@ class TwinImaging:
     ) -> dict[str, Any]:
         """The same analysis as a job: POST /v1/analyze_job/submit, then GET /v1/analyze_job/status?task_id= and
         /v1/analyze_job/get?task_id=. The result is attached to the twin before the job completes."""
-        return self._analyze(files, patient_id, series_instance_uid, actor=_actor(ctx))
+        actor = _actor(ctx)
+        return await self.analyses.run(self._analyze, files, patient_id, series_instance_uid, actor, bounded=False)
 
     @bentoml.api(route="/v1/analyses/get")
     @json_errors
@@ -287,14 +298,14 @@ class TwinImaging:
     # --- plumbing --------------------------------------------------------------------------------------------
 
     def _analyze(
-        self, files: list[Path], patient_id: str | None, series_instance_uid: str | None, *, actor: str
+        self, files: list[Path], patient_id: str | None, series_instance_uid: str | None, actor: str
     ) -> dict[str, Any]:
+        """On an analysis thread: stage the upload, analyse, attach."""
         with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
             source, kind = stage_upload(files, Path(scratch) / "input", patient_id=patient_id)
-            with self.analysis_slots:
-                result = analyze_study(
-                    source, Path(scratch) / "out", segmenter=self.segmenter, series_instance_uid=series_instance_uid
-                )
+            result = analyze_study(
+                source, Path(scratch) / "out", segmenter=self.segmenter, series_instance_uid=series_instance_uid
+            )
             analysis = self.store.attach_analysis(result, actor=actor, patient_identifier=patient_id)
         return _analysis_reply(analysis, result.document, input_kind=kind)
 
@@ -313,8 +324,12 @@ class TwinImaging:
 
     def _analyze_pushed(self, claimed: ClaimedStudy) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-            with self.analysis_slots:
-                result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
+            analyse = functools.partial(analyze_study, segmenter=self.segmenter)
+            try:
+                future = self.analyses.submit(analyse, claimed.path, Path(scratch) / "out", bounded=False)
+            except AnalysisQueueClosed:
+                raise NotNow from None  # back to incoming: analysed at the next start
+            result = future.result()
             senders = self.inbox.senders(claimed.study_instance_uid)
             analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow", sent_by=senders)
         return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from twin_imaging.errors import DicomInputError
-from twin_imaging.inbox import StudyInbox, StudyMismatchError, UnsupportedSopClassError
+from twin_imaging.inbox import NotNow, StudyInbox, StudyMismatchError, UnsupportedSopClassError
 from twin_imaging.testing import SeriesSpec, write_phantom_study
 from twin_imaging.testing.phantom import PhantomGeometry
 
@@ -122,3 +122,16 @@ def test_uploads_cut_off_by_a_crash_are_removed_on_recovery(tmp_path):
     (inbox.receiving_dir() / "tmpabc" / "part-x.dcm").write_bytes(b"half an instance")
     inbox.recover()
     assert list(inbox.receiving_dir().iterdir()) == []
+
+
+def test_a_study_the_service_cannot_take_now_goes_back_not_to_failed(tmp_path, study):
+    inbox = StudyInbox(tmp_path)
+    for path in study.paths:
+        inbox.store(path.read_bytes())
+
+    def stopping(claimed):
+        raise NotNow
+
+    assert inbox.process_due(stopping, quiet_seconds=0) == 1
+    assert inbox.state(study.study_instance_uid) == {"state": "waiting", "instances": len(study.paths)}
+    assert list((tmp_path / "failed").iterdir()) == []

@@ -52,6 +52,10 @@ class UnsupportedSopClassError(DicomInputError):
         self.sop_class_uid = sop_class_uid
 
 
+class NotNow(Exception):
+    """Raised by a handler that cannot take the study now (the service is stopping): it goes back to incoming."""
+
+
 class StudyMismatchError(DicomInputError):
     def __init__(self, sop_class_uid: str, sop_instance_uid: str) -> None:
         super().__init__("the instance belongs to another study than the one it was sent for")
@@ -190,12 +194,23 @@ class StudyInbox:
             handled += 1
             try:
                 outcome = handle(claimed)
+            except NotNow:
+                self._unclaim(claimed)
+                break
             except Exception as exc:  # any failure of one study is recorded with it; the others go on
                 log.warning("a received study failed (%s); kept in the failed queue", type(exc).__name__)
                 self.fail(claimed, f"{type(exc).__name__}: {exc}")
                 continue
             self.finish(claimed, **outcome)
         return handled
+
+    def _unclaim(self, claimed: ClaimedStudy) -> None:
+        target = self.root / "incoming" / claimed.study_instance_uid
+        target.mkdir(exist_ok=True)
+        for item in claimed.path.iterdir():
+            os.replace(item, target / item.name)
+        fsync_directory(target)
+        claimed.path.rmdir()
 
     def recover(self) -> int:
         """Studies a crash left in ``processing`` go back to ``incoming`` (returns how many); uploads it cut off
@@ -204,13 +219,7 @@ class StudyInbox:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         moved = 0
         for folder in (self.root / "processing").iterdir():
-            study = folder.name.rsplit(".", 1)[0]
-            target = self.root / "incoming" / study
-            target.mkdir(exist_ok=True)
-            for item in folder.iterdir():
-                os.replace(item, target / item.name)
-            fsync_directory(target)
-            folder.rmdir()
+            self._unclaim(ClaimedStudy(folder.name.rsplit(".", 1)[0], folder))
             moved += 1
         return moved
 

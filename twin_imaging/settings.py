@@ -112,6 +112,14 @@ class Settings(BaseSettings):
         ge=1,
         description="largest upload /v1/analyze answers synchronously; larger studies go through /v1/analyze_job",
     )
+    serve_analysis_workers: int = Field(
+        default=1, ge=1, le=64, description="analyses run at once per API worker (each holds a volume in memory)"
+    )
+    serve_analysis_queue_max: int = Field(
+        default=8,
+        ge=0,
+        description="synchronous /v1/analyze requests that may wait for an analysis slot; beyond it 429 (use a job)",
+    )
     serve_spool_dir: Path | None = Field(
         default=None, description="where uploads and pushed (STOW-RS) instances wait durably; None = data_dir/spool"
     )

@@ -167,3 +167,51 @@ def test_a_100_mb_stow_body_is_streamed_with_bounded_server_memory(server, tmp_p
     rise_mb = (peak[0] - baseline) / 1e6
     print(f"\nSTOW-RS of {body_bytes / 1e6:.0f} MB: server resident memory rose {rise_mb:.0f} MB")
     assert rise_mb < 0.5 * body_bytes / 1e6
+
+
+def test_reads_are_answered_while_analyses_queue_and_overflow_is_refused_by_name(tmp_path):
+    """Ten analyses sent at once to a server whose queue holds four: the overflow gets 429 (with Retry-After, and a
+    job is still accepted), none fails, and a clinician's read is answered while analyses are still waiting. (The
+    read latency under this load is measured by benchmarks/bench_serve.py --reads.)"""
+    from tests.serving.conftest import GEOMETRY
+
+    server = start_server(tmp_path / "server", env={"TWIN_IMAGING_SERVE_ANALYSIS_QUEUE_MAX": "4"})
+    try:
+        folders = [tmp_path / f"s{i}" for i in range(10)]
+        for i, folder in enumerate(folders):
+            write_phantom_study(folder, (SeriesSpec(geometry=GEOMETRY),), patient=PatientSpec(f"Q-{i}"), seed=i)
+        finished: list[tuple[float, int, str | None]] = []
+
+        def analyse(folder: Path) -> None:
+            response = httpx.post(
+                f"{server.url}/v1/analyze",
+                files=files_of(folder),
+                headers=server.headers("integration"),
+                timeout=600,
+            )
+            finished.append((time.monotonic(), response.status_code, response.headers.get("retry-after")))
+
+        senders = [threading.Thread(target=analyse, args=(folder,)) for folder in folders]
+        for sender in senders:
+            sender.start()
+        time.sleep(1.0)
+        job = httpx.post(
+            f"{server.url}/v1/analyze_job/submit",
+            files=files_of(folders[0]),
+            headers=server.headers("integration"),
+            timeout=60,
+        )
+        read = httpx.post(
+            f"{server.url}/v1/models", json={}, headers=server.headers("clinician"), timeout=60
+        )  # a read that touches the service object while every analysis slot is taken
+        read_done = time.monotonic()
+        for sender in senders:
+            sender.join()
+    finally:
+        server.stop()
+    statuses = [status for _, status, _ in finished]
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= 5 and 429 in statuses
+    assert all(retry == "30" for _, status, retry in finished if status == 429)
+    assert job.status_code == 200 and "task_id" in job.json()
+    assert read.status_code == 200
+    assert read_done < max(at for at, status, _ in finished if status == 200)  # answered before the queue drained
