@@ -71,10 +71,10 @@ def main() -> int:
             if args.route == "sync":
                 status = client.post("/v1/analyze", files=files).status_code
             else:
-                task_id = client.post("/v1/analyze_job/submit", files=files).json()["task_id"]
-                while (state := client.get("/v1/analyze_job/status", params={"task_id": task_id}).json()["status"]) in (
-                    "pending",
-                    "in_progress",
+                job_id = client.post("/v1/analyze_job/submit", files=files).json()["job_id"]
+                while (state := client.post("/v1/analyze_job/status", json={"job_id": job_id}).json()["status"]) in (
+                    "queued",
+                    "running",
                 ):
                     time.sleep(0.2)
                 status = 200 if state == "completed" else 500

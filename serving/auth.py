@@ -26,7 +26,7 @@ INTEGRATION, CLINICIAN, ADMIN = "integration", "clinician", "admin"
 # Path prefix → roles allowed; the first match wins. A path matching none needs a valid key of any role (and then
 # gets the router's 404).
 ROUTE_ROLES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("/v1/analyze", frozenset({INTEGRATION, ADMIN})),  # also /v1/analyze_job/{submit,status,get,retry,cancel}
+    ("/v1/analyze", frozenset({INTEGRATION, ADMIN})),  # also /v1/analyze_job/{submit,status,get}
     ("/dicomweb", frozenset({INTEGRATION, ADMIN})),
     ("/v1/inbox", frozenset({INTEGRATION, ADMIN})),
     ("/v1/analyses", frozenset({INTEGRATION, CLINICIAN, ADMIN})),

@@ -19,6 +19,7 @@ from twin_imaging.errors import (
     TwinError,
     TwinImagingError,
     UnknownAnalysisError,
+    UnknownJobError,
     UnknownPatientError,
 )
 
@@ -44,7 +45,7 @@ def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
 def status_of(exc: BaseException) -> int:
     if isinstance(exc, ApiError):
         return exc.status
-    if isinstance(exc, UnknownPatientError | UnknownAnalysisError):
+    if isinstance(exc, UnknownPatientError | UnknownAnalysisError | UnknownJobError):
         return HTTPStatus.NOT_FOUND
     if isinstance(exc, ArtifactError):
         return HTTPStatus.INTERNAL_SERVER_ERROR  # the store's bytes no longer match: the server's fault, said so

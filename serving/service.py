@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 import bentoml
 from pydantic import Field
 from starlette.responses import FileResponse
@@ -30,9 +31,10 @@ from serving.dicomweb import dicomweb_app
 from serving.docs_page import OwnDocsPage
 from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
+from serving.jobs import JobStore
 from serving.openapi import document_dicomweb_routes
 from serving.uploads import stage_upload
-from twin_imaging.errors import ModelError
+from twin_imaging.errors import ModelError, TwinImagingError
 from twin_imaging.inbox import ClaimedStudy, NotNow, StudyInbox
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.io import read_nifti
@@ -52,6 +54,7 @@ PatientId = Annotated[
     str, Field(min_length=1, max_length=64, description="PatientID as the PACS knows it, or the twin's patient key")
 ]
 Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a job's id, as submit answered it")]
 AnalysisId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an analysis' id, as the API answered it")]
 ArtifactKind = Literal["dicom_seg", "dicom_sr", "overlay_png", "labels_nifti", "results_json"]
 MEDIA_SUFFIX = {
@@ -89,6 +92,9 @@ class TwinImaging:
         recovered = self.inbox.recover()
         if recovered:
             log.info("inbox: %d studies interrupted by a restart go round again", recovered)
+        self.jobs = JobStore(self.spool / "jobs")
+        self._clean_scratch()
+        self._resume_jobs()
         self._stop = threading.Event()
         self._inbox_thread = threading.Thread(target=self._watch_inbox, name="inbox", daemon=True)
         self._inbox_thread.start()
@@ -122,9 +128,9 @@ class TwinImaging:
             ctx.response.headers["Retry-After"] = "30"
             raise ApiError(429, str(exc)) from None
 
-    @bentoml.task(route="/v1/analyze_job")
+    @bentoml.api(route="/v1/analyze_job/submit")
     @json_errors
-    async def analyze_job(
+    async def submit_job(
         self,
         files: list[Path],
         patient_id: PatientId | None = None,
@@ -132,10 +138,38 @@ class TwinImaging:
         *,
         ctx: bentoml.Context,
     ) -> dict[str, Any]:
-        """The same analysis as a job: POST /v1/analyze_job/submit, then GET /v1/analyze_job/status?task_id= and
-        /v1/analyze_job/get?task_id=. The result is attached to the twin before the job completes."""
+        """The same analysis as a job, for any size and whatever the load: the upload is moved into the job store
+        (spool/jobs, owner-only) before this answers; then POST /v1/analyze_job/status and /v1/analyze_job/get with
+        the job_id. A job cut off by a crash or restart runs again at the next start. The result is attached to
+        the twin before the job completes."""
         actor = _actor(ctx)
-        return await self.analyses.run(self._analyze, files, patient_id, series_instance_uid, actor, bounded=False)
+        params = {"patient_id": patient_id, "series_instance_uid": series_instance_uid}
+        stage = functools.partial(_stage_files, files, patient_id=patient_id)
+        job = await anyio.to_thread.run_sync(
+            functools.partial(self.jobs.create, owner=actor, stage=stage, params=params)
+        )
+        self.analyses.submit(self._run_job, job.job_id, bounded=False)
+        return job.status()
+
+    @bentoml.api(route="/v1/analyze_job/status")
+    @json_errors
+    def job_status(self, job_id: JobId, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """A job's state: queued, running, completed or failed (with the reason)."""
+        _actor(ctx)
+        return self.jobs.get(job_id, only_sent_by=_scoped(ctx)).status()
+
+    @bentoml.api(route="/v1/analyze_job/get")
+    @json_errors
+    def job_result(self, job_id: JobId, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """A completed job's analysis (as /v1/analyze answers it); 409 while it is queued or running, 422 with the
+        reason where it failed."""
+        _actor(ctx)
+        job = self.jobs.get(job_id, only_sent_by=_scoped(ctx))
+        if job.state == "failed":
+            raise ApiError(422, f"the job failed: {job.error}")
+        if job.state != "completed" or job.result is None:
+            raise ApiError(409, f"the job is {job.state}; ask again when /v1/analyze_job/status says completed")
+        return job.result
 
     @bentoml.api(route="/v1/analyses/get")
     @json_errors
@@ -309,10 +343,41 @@ class TwinImaging:
             analysis = self.store.attach_analysis(result, actor=actor, patient_identifier=patient_id)
         return _analysis_reply(analysis, result.document, input_kind=kind)
 
+    def _run_job(self, job_id: str) -> None:
+        """On an analysis thread: run one job to its end, recording the outcome in the job store."""
+        job = self.jobs.start(job_id)
+        try:
+            with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
+                result = analyze_study(
+                    job.input_path,
+                    Path(scratch) / "out",
+                    segmenter=self.segmenter,
+                    series_instance_uid=job.params.get("series_instance_uid"),
+                )
+                analysis = self.store.attach_analysis(
+                    result, actor=job.owner, patient_identifier=job.params.get("patient_id")
+                )
+            self.jobs.finish(job_id, _analysis_reply(analysis, result.document, input_kind=job.input_kind))
+        except TwinImagingError as exc:
+            self.jobs.fail(job_id, str(exc))
+        except Exception as exc:  # recorded for the caller by type only; the log has the rest
+            log.exception("job %s failed", job_id)
+            self.jobs.fail(job_id, f"internal error ({type(exc).__name__})")
+
+    def _resume_jobs(self) -> None:
+        for job in self.jobs.unfinished():
+            log.info("job %s cut off by a restart runs again", job.job_id)
+            self.analyses.submit(self._run_job, job.job_id, bounded=False)
+
     def _scratch(self) -> Path:
         path = self.spool / "work"
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
+
+    def _clean_scratch(self) -> None:
+        """Temporary folders of analyses a crash cut off (their inputs live on in the job store or the inbox)."""
+        for leftover in self._scratch().iterdir():
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 
     def _watch_inbox(self) -> None:
         """Analyse each pushed study once it has been quiet for serve_study_quiet_seconds."""
@@ -347,6 +412,10 @@ def _actor(ctx: bentoml.Context) -> str:
     if principal is None:  # the middleware lets no keyless request through to an API; refuse if it ever did
         raise ApiError(401, "a valid API key is required")
     return principal.actor
+
+
+def _stage_files(files: list[Path], folder: Path, *, patient_id: str | None) -> tuple[Path, str]:
+    return stage_upload(files, folder, patient_id=patient_id)
 
 
 def _scoped(ctx: bentoml.Context) -> str | None:

@@ -45,5 +45,13 @@ class UnknownAnalysisError(TwinError):
         self.analysis_id = analysis_id
 
 
+class UnknownJobError(TwinImagingError):
+    """No analysis job with the given id (or none the caller may see)."""
+
+    def __init__(self, job_id: object) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
 class ArtifactError(TwinError):
     """An artifact is missing from the artifact store, or its bytes no longer match its sha256."""

@@ -89,13 +89,8 @@ def api(tmp_path_factory) -> Api:
         get_settings.cache_clear()
         registry = ApiKeyRegistry.load(root / "keys.json")
         keys = {role: registry.create(f"test-{role}", role=role) for role in ("integration", "clinician", "admin")}
-        from _bentoml_impl.tasks import Sqlite3Store
-        from bentoml._internal.configuration.containers import BentoMLContainer
-
         from serving.service import TwinImaging
 
-        # `bentoml serve` creates the job table before its workers start; in process, the test does
-        Sqlite3Store.init_db(BentoMLContainer.result_store_file.get())
         with TestClient(TwinImaging.to_asgi(), raise_server_exceptions=False) as client:
             yield Api(client, keys, root / "data")
         get_settings.cache_clear()

@@ -7,6 +7,7 @@ bounded schemathesis run over its OpenAPI document finds no 500.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -35,19 +36,19 @@ def server(tmp_path_factory):
     running.stop()
 
 
-def wait_for_job(server: RunningServer, route: str, task_id: str, *, timeout_s: float = 300) -> str:
+def wait_for_job(server: RunningServer, job_id: str, *, timeout_s: float = 300, key: dict | None = None) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = httpx.get(
-            f"{server.url}{route}/status",
-            params={"task_id": task_id},
-            headers=server.headers("integration"),
+        status = httpx.post(
+            f"{server.url}/v1/analyze_job/status",
+            json={"job_id": job_id},
+            headers=key or server.headers("integration"),
             timeout=30,
         ).json()["status"]
-        if status not in ("pending", "in_progress"):
+        if status not in ("queued", "running"):
             return status
         time.sleep(0.5)
-    raise TimeoutError(f"job {task_id} still running after {timeout_s} s")
+    raise TimeoutError(f"job {job_id} still running after {timeout_s} s")
 
 
 def test_a_study_goes_in_as_a_job_and_its_seg_and_twin_come_out(server, studies):
@@ -56,9 +57,9 @@ def test_a_study_goes_in_as_a_job_and_its_seg_and_twin_come_out(server, studies)
         "/v1/analyze_job/submit", files=files_of(studies.pre), headers=server.headers("integration")
     )
     assert submitted.status_code == 200, submitted.text
-    task_id = submitted.json()["task_id"]
-    assert wait_for_job(server, "/v1/analyze_job", task_id) == "completed"
-    result = client.get("/v1/analyze_job/get", params={"task_id": task_id}, headers=server.headers("integration"))
+    job_id = submitted.json()["job_id"]
+    assert wait_for_job(server, job_id) == "completed"
+    result = client.post("/v1/analyze_job/get", json={"job_id": job_id}, headers=server.headers("integration"))
     analysis = result.json()
     assert analysis["study_instance_uid"] == studies.pre_uid
     seg = client.post(
@@ -84,6 +85,8 @@ def test_a_study_goes_in_as_a_job_and_its_seg_and_twin_come_out(server, studies)
     ):
         hidden = client.post(path, json=body, headers=other)
         assert hidden.status_code == 404 and "Doe" not in hidden.text and "API-PATIENT-1" not in hidden.text
+    for route in ("/v1/analyze_job/status", "/v1/analyze_job/get"):
+        assert client.post(route, json={"job_id": job_id}, headers=other).status_code == 404
 
 
 def test_schemathesis_finds_no_server_error(server, tmp_path):
@@ -212,6 +215,43 @@ def test_reads_are_answered_while_analyses_queue_and_overflow_is_refused_by_name
     statuses = [status for _, status, _ in finished]
     assert set(statuses) <= {200, 429} and statuses.count(200) >= 5 and 429 in statuses
     assert all(retry == "30" for _, status, retry in finished if status == 429)
-    assert job.status_code == 200 and "task_id" in job.json()
+    assert job.status_code == 200 and "job_id" in job.json()
     assert read.status_code == 200
     assert read_done < max(at for at, status, _ in finished if status == 200)  # answered before the queue drained
+
+
+def test_a_job_cut_off_by_sigkill_is_analysed_after_the_restart_and_no_credential_is_at_rest(tmp_path, studies):
+    """The worker kills itself (SIGKILL, as the OOM killer would) in the middle of a job, after the analysis and
+    before the twin commits it; BentoML restarts the worker, which takes the job up again (and dies again at the same
+    point); the whole server stopped and started without the crash point, the job completes. Nothing on disk holds
+    a key."""
+    root = tmp_path / "server"
+    crashing = start_server(root, env={"TWIN_IMAGING_TEST_CRASH_POINT": "attach_before_commit"})
+    key = crashing.headers("integration")
+    try:
+        submitted = httpx.post(
+            f"{crashing.url}/v1/analyze_job/submit", files=files_of(studies.pre), headers=key, timeout=120
+        )
+        assert submitted.status_code == 200, submitted.text
+        job_id = submitted.json()["job_id"]
+        record = root / "data" / "spool" / "jobs" / job_id / "job.json"
+        deadline = time.monotonic() + 300
+        while json.loads(record.read_text())["attempts"] < 2:  # killed once, taken up again by the new worker
+            assert time.monotonic() < deadline, record.read_text()
+            time.sleep(0.5)
+        assert json.loads(record.read_text())["state"] == "running"
+    finally:
+        crashing.stop()
+    restarted = start_server(root)
+    try:
+        assert wait_for_job(restarted, job_id, key=key) == "completed"
+        analysis = httpx.post(f"{restarted.url}/v1/analyze_job/get", json={"job_id": job_id}, headers=key).json()
+        assert analysis["study_instance_uid"] == studies.pre_uid
+    finally:
+        restarted.stop()
+    secrets = [value for server in (crashing, restarted) for value in server.keys.values()]
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(secret.encode() in data for secret in secrets), path
+    assert not list((root / "data" / "spool" / "work").iterdir())  # no orphaned scratch folder

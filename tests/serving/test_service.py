@@ -294,17 +294,24 @@ def test_bodies_over_the_limits_get_413(api, studies):
 def test_a_job_runs_to_its_result_and_an_unknown_job_is_404(api, studies, analysed):
     submitted = api.post("/v1/analyze_job/submit", "integration", files=files_of(studies.post))
     assert submitted.status_code == 200, submitted.text
-    task_id = submitted.json()["task_id"]
+    job_id = submitted.json()["job_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id) and submitted.json()["status"] == "queued"
     for _ in range(120):
-        status = api.get("/v1/analyze_job/status", "integration", params={"task_id": task_id}).json()["status"]
-        if status not in ("in_progress", "pending"):
+        status = api.post("/v1/analyze_job/status", "integration", json={"job_id": job_id}).json()["status"]
+        if status not in ("queued", "running"):
             break
         time.sleep(0.5)
     assert status == "completed"
-    result = api.get("/v1/analyze_job/get", "integration", params={"task_id": task_id})
+    result = api.post("/v1/analyze_job/get", "integration", json={"job_id": job_id})
     assert result.status_code == 200 and result.json()["analysis_id"] == analysed[1]["analysis_id"]
-    assert error_of(api.get("/v1/analyze_job/status", "integration", params={"task_id": "no-such-job"}), 404)
-    assert error_of(api.get("/v1/analyze_job/get", "integration", params={"task_id": "no-such-job"}), 404)
+    assert "no job" in error_of(api.post("/v1/analyze_job/status", "integration", json={"job_id": "0" * 32}), 404)
+    assert "no job" in error_of(api.post("/v1/analyze_job/get", "integration", json={"job_id": "0" * 32}), 404)
+    assert error_of(api.post("/v1/analyze_job/get", "integration", json={"job_id": "no-such-job"}), 400)
+    # the job store holds no credential and is its owner's only
+    record = api.data_dir / "spool" / "jobs" / job_id / "job.json"
+    assert record.stat().st_mode & 0o777 == 0o600 and (record.parent.stat().st_mode & 0o777) == 0o700
+    assert not any(key in record.read_text() for key in api.keys.values())
+    assert not (record.parent / "input").exists()  # the upload is gone once the result is in the twin
 
 
 # --- the twin -------------------------------------------------------------------------------------------------
