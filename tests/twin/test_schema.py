@@ -46,6 +46,7 @@ def _analysis(series_id: int, **overrides) -> Analysis:
         onnx_sha256="0" * 64,
         code_version="0.1.0",
         input_uids=["1.2.3"],
+        input_set_sha256="a" * 64,
         structures_not_found=[],
         started_at=now,
         finished_at=now,
@@ -76,7 +77,7 @@ def test_migrated_schema_equals_the_models(engine):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
-    assert current_revision(engine) == head_revision() == "0003"
+    assert current_revision(engine) == head_revision() == "0004"
     # compare_metadata does not look at ON DELETE: compare the foreign keys in full
     inspector = inspect(engine)
     for table in Base.metadata.sorted_tables:
@@ -159,13 +160,14 @@ def test_deleting_a_patient_cascades_to_everything_it_owns(engine):
             assert connection.scalar(select(func.count()).select_from(model)) == 0, model.__tablename__
 
 
-def test_a_series_has_one_analysis_per_model_version(engine):
+def test_a_series_has_one_analysis_per_model_version_and_input_set(engine):
     with Session(engine) as session, session.begin():
         series_id = _patient_with_analysis(session).series_id
     with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
         session.add(_analysis(series_id))
     with Session(engine) as session, session.begin():
         session.add(_analysis(series_id, model_version="2"))  # another version is another analysis
+        session.add(_analysis(series_id, input_set_sha256="b" * 64))  # so are more instances
 
 
 def test_foreign_keys_are_enforced(engine):

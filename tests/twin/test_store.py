@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 from datetime import UTC, date, datetime
 
 import pytest
@@ -14,8 +15,11 @@ from sqlalchemy import create_engine, select
 
 from tests.twin.conftest import KIDNEY_SCALE, PATIENT, count_rows
 from twin_imaging.errors import TwinError, UnknownAnalysisError, UnknownPatientError
+from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import Settings
+from twin_imaging.testing import write_threshold_model_package
 from twin_imaging.twin.database import database_url as parse_url
+from twin_imaging.twin.fhir_export import export_bundle
 from twin_imaging.twin.schema import Alert, Analysis, Artifact, AuditEntry, Base, Measurement, Patient, Study
 from twin_imaging.twin.store import TwinStore
 from twin_imaging.twin.views import (
@@ -97,6 +101,39 @@ def test_a_key_that_reads_only_what_it_sent_finds_nothing_else(store, phantom_ca
     assert store.analysis(first.analysis_id, actor="api:clinic") == first  # a key with scope "all"
     store.attach_analysis(phantom_case.pre, actor="api:router-b")  # it sends the same study: now it may read it
     assert store.analysis(first.analysis_id, actor="api:router-b", only_sent_by="api:router-b") == first
+
+
+def test_more_instances_of_a_series_supersede_its_analysis_and_the_old_stays_in_the_history(
+    store, phantom_case, tmp_path
+):
+    threshold = write_threshold_model_package(tmp_path / "threshold_model")
+    paths = list(phantom_case.pre_study.series[0].paths)  # in slice order
+    (tmp_path / "half").mkdir()
+    for path in paths[: len(paths) // 2]:
+        shutil.copy(path, tmp_path / "half" / path.name)
+    half = analyze_study(tmp_path / "half", tmp_path / "half_out", package=threshold)
+    first = store.attach_analysis(half, actor="pacs")
+    whole = store.attach_analysis(phantom_case.pre_threshold, actor="pacs")  # the rest of the series arrived
+    assert whole.supersedes == (first.analysis_id,) and whole.superseded_by is None
+    assert len(whole.input_uids) == len(paths) == 2 * len(first.input_uids)
+    old = store.analysis(first.analysis_id, actor="t")
+    assert old.superseded_by == whole.analysis_id  # kept, marked
+    assert store.attach_analysis(half, actor="pacs").analysis_id == first.analysis_id  # idempotent on the input set
+    summary = store.summary(KEY, actor="t")
+    assert {a.analysis_id for a in summary.analyses} >= {first.analysis_id, whole.analysis_id}
+    latest = store.latest_measurements(KEY, actor="t", model_id=whole.model_id)
+    assert latest.analysis_id == whole.analysis_id
+    series = next(
+        s for study in summary.studies for s in study.series if s.series_instance_uid == whole.series_instance_uid
+    )
+    assert series.n_instances == len(paths)
+
+    bundle = export_bundle(store.summary(KEY, actor="t"))
+    reports = {r["resource"]["identifier"][0]["value"]: r["resource"] for r in bundle["entry"]
+               if r["resource"]["resourceType"] == "DiagnosticReport"}  # fmt: skip
+    assert reports[first.analysis_id]["status"] == "partial"
+    assert any("Superseded by analysis" in n["text"] for n in reports[first.analysis_id]["note"])
+    assert reports[whole.analysis_id]["status"] == "final"
 
 
 def test_post_operative_volume_loss_is_measured_and_alerted_once(store, phantom_case):

@@ -122,7 +122,8 @@ def measurement(
     return {
         "resourceType": "Observation",
         "identifier": [{"system": "urn:twin-imaging:analysis-measurement", "value": f"{a.analysis_id}/{m.structure}"}],
-        "status": "final",
+        # superseded: measured on part of a series whose other instances arrived later
+        "status": "preliminary" if a.superseded_by else "final",
         "category": [_IMAGING],
         "code": {
             "coding": [
@@ -156,7 +157,7 @@ def report(a: AnalysisView, study: StudyView, results: list[dict], patient: dict
     return {
         "resourceType": "DiagnosticReport",
         "identifier": [{"system": "urn:twin-imaging:analysis", "value": str(a.analysis_id)}],
-        "status": "final",
+        "status": "partial" if a.superseded_by else "final",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
         "code": {
             "coding": [{"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}],
@@ -167,9 +168,24 @@ def report(a: AnalysisView, study: StudyView, results: list[dict], patient: dict
         "issued": _instant(a.finished_at or a.started_at),
         "study": [{"reference": study_url}],
         "result": results,
-        "note": [{"text": provenance}, *({"text": f"Review required: {r.message}."} for r in a.review_reasons or ())],
+        "note": [
+            {"text": provenance},
+            *({"text": f"Review required: {r.message}."} for r in a.review_reasons or ()),
+            *_history_notes(a),
+        ],
         "conclusion": _conclusion(a),
     }
+
+
+def _history_notes(a: AnalysisView) -> list[dict]:
+    notes = []
+    if a.superseded_by:
+        notes.append(
+            {"text": f"Superseded by analysis {a.superseded_by}: more instances of the series arrived after this one."}
+        )
+    if a.supersedes:
+        notes.append({"text": f"Supersedes analysis {', '.join(a.supersedes)}, made from fewer instances."})
+    return notes
 
 
 def _conclusion(a: AnalysisView) -> str:

@@ -4,6 +4,7 @@ analysis (validated before any write), and the Study, Series, Analysis, Measurem
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ class Facts:
     onnx_sha256: str
     code_version: str
     input_uids: list[str]
+    input_set_sha256: str
     structures_not_found: list[str]
     review_reasons: list[dict]
     started_at: datetime
@@ -100,6 +102,7 @@ def facts_of(result: AnalysisResult, patient_identifier: str | None) -> Facts:
         onnx_sha256=document.model.onnx_sha256,
         code_version=document.software.get("version", ""),
         input_uids=uids,
+        input_set_sha256=input_set_sha256(uids),
         structures_not_found=list(document.structures_not_found),
         review_reasons=[r.model_dump() for r in document.review.reasons],
         started_at=finished - timedelta(seconds=elapsed),
@@ -109,8 +112,14 @@ def facts_of(result: AnalysisResult, patient_identifier: str | None) -> Facts:
     )
 
 
+def input_set_sha256(uids: list[str]) -> str:
+    """The set of input instances as one key: the SHA-256 of their sorted, distinct UIDs."""
+    return hashlib.sha256("\n".join(sorted(set(uids))).encode("utf-8")).hexdigest()
+
+
 def find_analysis(session: Session, facts: Facts) -> tuple[Analysis, Series, Study, Patient] | None:
-    """The analysis already attached for the facts' series and model (id and version), with its parents."""
+    """The analysis already attached for the facts' series, model (id and version) and input instances, with its
+    parents."""
     return session.execute(
         select(Analysis, Series, Study, Patient)
         .join(Analysis.series)
@@ -120,8 +129,32 @@ def find_analysis(session: Session, facts: Facts) -> tuple[Analysis, Series, Stu
             Series.series_instance_uid == facts.series_uid,
             Analysis.model_id == facts.model_id,
             Analysis.model_version == facts.model_version,
+            Analysis.input_set_sha256 == facts.input_set_sha256,
         )
     ).first()
+
+
+def supersede(session: Session, new: Analysis) -> list[Analysis]:
+    """Mark the other current analyses of the new one's series and model as superseded by it, and return them;
+    except where the new one saw only a part of an earlier one's instances (a partial resend): then the new one is
+    the superseded one, and nothing else changes."""
+    others = session.scalars(
+        select(Analysis).where(
+            Analysis.series_id == new.series_id,
+            Analysis.model_id == new.model_id,
+            Analysis.model_version == new.model_version,
+            Analysis.superseded_by_id.is_(None),
+            Analysis.id != new.id,
+        )
+    ).all()
+    mine = set(new.input_uids)
+    fuller = [a for a in others if mine < set(a.input_uids)]
+    if fuller:
+        new.superseded_by_id = fuller[0].id
+        return []
+    for other in others:
+        other.superseded_by_id = new.id
+    return list(others)
 
 
 def add_analysis(
@@ -156,6 +189,8 @@ def add_analysis(
         session.flush()
     elif series.study_id != study.id:
         raise TwinError(f"series {facts.series_uid} is already in the twin under another study")
+    else:
+        series.n_instances = max(series.n_instances, len(facts.input_uids))  # more of it arrived
     analysis = Analysis(
         series_id=series.id,
         model_id=facts.model_id,
@@ -163,6 +198,7 @@ def add_analysis(
         onnx_sha256=facts.onnx_sha256,
         code_version=facts.code_version,
         input_uids=facts.input_uids,
+        input_set_sha256=facts.input_set_sha256,
         structures_not_found=facts.structures_not_found,
         review_reasons=facts.review_reasons,
         started_at=facts.started_at,

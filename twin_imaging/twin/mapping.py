@@ -60,6 +60,8 @@ def analysis_view(a: Analysis, study: Study, series: Series) -> v.AnalysisView:
             for m in sorted(a.measurements, key=lambda m: m.label)
         ),
         artifacts=tuple(artifact_view(x) for x in sorted(a.artifacts, key=lambda x: x.id)),
+        superseded_by=a.superseded_by.public_id if a.superseded_by is not None else None,
+        supersedes=tuple(old.public_id for old in a.supersedes),
         review_required=None if a.review_reasons is None else bool(a.review_reasons),
         review_reasons=None
         if a.review_reasons is None

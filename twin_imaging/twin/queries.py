@@ -106,7 +106,7 @@ def latest_analysis(session: Session, patient: Patient, model_id: str | None) ->
     found = [
         (s, se, a)
         for s, se, a in analyses_of(load_studies(session, patient))
-        if a.status == "completed" and (model_id is None or a.model_id == model_id)
+        if a.status == "completed" and a.superseded_by_id is None and (model_id is None or a.model_id == model_id)
     ]
     if not found:
         return None
@@ -221,7 +221,7 @@ def analyses_of(studies: Sequence[Study]) -> list[tuple[Study, Series, Analysis]
 def latest_by_model(study: Study) -> dict[tuple[str, str], Analysis]:
     latest: dict[tuple[str, str], Analysis] = {}
     for _, _, a in analyses_of([study]):
-        if a.status == "completed":
+        if a.status == "completed" and a.superseded_by_id is None:  # superseded analyses saw part of a series
             latest[(a.model_id, a.model_version)] = a  # sorted by finish time: the last one wins
     return latest
 

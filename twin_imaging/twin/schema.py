@@ -138,7 +138,9 @@ class Series(Base):
 
 
 class Analysis(Base):
-    """One model run on one series; a series is analysed at most once per model id and version."""
+    """One model run on one series: at most one per model id and version and set of input instances. When more
+    instances of an analysed series arrive, the analysis of all of them supersedes the earlier one, which stays in
+    the history (``superseded_by_id``)."""
 
     __tablename__ = "analysis"
 
@@ -151,6 +153,8 @@ class Analysis(Base):
     onnx_sha256: Mapped[str] = mapped_column(String(64))
     code_version: Mapped[str] = mapped_column(String(NAME))
     input_uids: Mapped[list[str]] = mapped_column(JSON)  # SOP Instance UIDs analysed, in slice order
+    input_set_sha256: Mapped[str] = mapped_column(String(64))  # of the sorted input UIDs: the idempotence key's part
+    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("analysis.id", ondelete="SET NULL"))
     structures_not_found: Mapped[list[str]] = mapped_column(JSON)  # model structures absent from the image
     # the quality review: [{code, structures, message}], [] when nothing needs a look; NULL for analyses attached
     # before the review existed (unknown, not "fine")
@@ -168,9 +172,15 @@ class Analysis(Base):
         back_populates="analysis", cascade="all, delete-orphan", passive_deletes=True, order_by="Artifact.id"
     )
     grants: Mapped[list[AnalysisGrant]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    superseded_by: Mapped[Analysis | None] = relationship(
+        remote_side=[id], foreign_keys=[superseded_by_id], back_populates="supersedes"
+    )
+    supersedes: Mapped[list[Analysis]] = relationship(
+        foreign_keys=[superseded_by_id], back_populates="superseded_by", order_by="Analysis.id"
+    )
 
     __table_args__ = (
-        UniqueConstraint("series_id", "model_id", "model_version"),
+        UniqueConstraint("series_id", "model_id", "model_version", "input_set_sha256"),
         CheckConstraint("status IN ('completed', 'failed')", name="status"),
     )
 

@@ -35,7 +35,7 @@ from twin_imaging.twin.alert_rules import evaluate_alerts
 from twin_imaging.twin.artifacts import ArtifactStore
 from twin_imaging.twin.audit import audit, check_actor
 from twin_imaging.twin.database import create_twin_engine, guarded, session_factory, transaction, upgrade_database
-from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis
+from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis, supersede
 from twin_imaging.twin.records import add_observation, add_prediction, add_procedure, check_prediction
 from twin_imaging.twin.schema import Analysis, AnalysisGrant, Patient
 
@@ -171,6 +171,8 @@ class TwinStore:
             for reader in readers:
                 _grant(session, analysis, reader)
             audit(session, actor, "attach_analysis", key, "analysis", analysis.public_id)
+            for old in supersede(session, analysis):
+                audit(session, actor, "supersede_analysis", key, "analysis", old.public_id, analysis.public_id)
             self._evaluate_alerts(session, patient, actor)
             session.flush()
             self._crash_point("attach_before_commit")

@@ -89,6 +89,9 @@ class AnalysisView:
     # the quality review: None where the analysis predates it (unknown), () when nothing needs a look
     review_required: bool | None = None
     review_reasons: tuple[ReviewReasonView, ...] | None = None
+    # more instances of the series arrived and were analysed: the analysis (public id) that replaced this one
+    superseded_by: str | None = None
+    supersedes: tuple[str, ...] = ()  # the analyses this one replaced
     artifacts: tuple[ArtifactView, ...] = ()
 
 
