@@ -88,7 +88,9 @@ class TwinImaging:
             workers=self.settings.serve_analysis_workers, waiting_max=self.settings.serve_analysis_queue_max
         )
         self.spool = Path(self.settings.serve_spool_dir)
-        self.inbox = StudyInbox(self.spool / "inbox")
+        self.inbox = StudyInbox(
+            self.spool / "inbox", keep_analysed_seconds=self.settings.inbox_keep_analysed_hours * 3600.0
+        )
         recovered = self.inbox.recover()
         if recovered:
             log.info("inbox: %d studies interrupted by a restart go round again", recovered)

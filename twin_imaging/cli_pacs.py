@@ -153,7 +153,9 @@ def listen(ae_title, host, port, allowed, destination, quiet_seconds, max_associ
     store = open_store(None)
     listener = StudyListener(
         config,
-        inbox=StudyInbox(settings.data_dir / "listener_inbox"),
+        inbox=StudyInbox(
+            settings.data_dir / "listener_inbox", keep_analysed_seconds=settings.inbox_keep_analysed_hours * 3600.0
+        ),
         outbox=_outbox(),
         store=store,
         send=_send(),

@@ -7,7 +7,10 @@
         ... analyse claimed.path ...; inbox.finish(claimed, analysis_id=...) or inbox.fail(claimed, message)
 
 Layout under the root: ``incoming/<study>/<sop>.dcm``, ``processing/<study>.<n>/``, ``failed/<study>.<n>/`` (with
-``error.txt``; kept, so nothing pushed is lost), ``done/<study>.json`` and ``senders/<study>/<sha256 of sender>``
+``error.txt``; kept, so nothing pushed is lost), ``analysed/<study>/`` (the instances of an analysed study, kept for
+``keep_analysed_seconds``: when more instances of the study arrive, they are analysed together with these, so a
+study pushed in two bursts ends with one analysis of all of it), ``done/<study>.json`` and
+``senders/<study>/<sha256 of sender>``
 (who pushed the study: only they, or a key that reads everything, learn its state). A study left in ``processing``
 by a crash goes back to ``incoming`` on ``recover()`` and is analysed again (attaching to the twin is idempotent).
 """
@@ -77,9 +80,10 @@ class ClaimedStudy:
 
 
 class StudyInbox:
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, keep_analysed_seconds: float = 24 * 3600.0) -> None:
         self.root = Path(root)
-        for name in ("incoming", "processing", "failed", "done", "senders", "receiving"):
+        self.keep_analysed_seconds = keep_analysed_seconds
+        for name in ("incoming", "processing", "failed", "done", "senders", "receiving", "analysed"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
     def receiving_dir(self) -> Path:
@@ -142,18 +146,41 @@ class StudyInbox:
         return [name for _, name in sorted(found)]
 
     def claim(self, study_instance_uid: str) -> ClaimedStudy | None:
-        """Move the study to ``processing`` (atomic); None where another worker claimed it first."""
+        """Move the study to ``processing`` (atomic), together with its instances that arrived before (kept
+        after an analysis, or after a failure): the study is analysed whole. None where another worker claimed it
+        first."""
         target = self._fresh(self.root / "processing", study_instance_uid)
         try:
             rename_durably(self.root / "incoming" / study_instance_uid, target)
         except FileNotFoundError:
             return None
+        earlier = [self.root / "analysed" / study_instance_uid, *_claims_of(self.root / "failed", study_instance_uid)]
+        for folder in earlier:
+            _move_instances(folder, target)
         return ClaimedStudy(study_instance_uid, target)
 
     def finish(self, claimed: ClaimedStudy, **outcome: object) -> None:
         record = {"state": "done", "finished": time.time(), **outcome}
         write_bytes_atomic(self.root / "done" / f"{claimed.study_instance_uid}.json", json.dumps(record).encode())
+        if self.keep_analysed_seconds > 0:  # kept for a later part of the study
+            kept = self.root / "analysed" / claimed.study_instance_uid
+            kept.mkdir(mode=0o700, exist_ok=True)
+            _move_instances(claimed.path, kept)
+            os.utime(kept)
         shutil.rmtree(claimed.path, ignore_errors=True)
+
+    def expire_analysed(self) -> int:
+        """Delete the kept instances of studies analysed longer ago than ``keep_analysed_seconds``; how many."""
+        removed = 0
+        for folder in (self.root / "analysed").iterdir():
+            try:
+                expired = time.time() - folder.stat().st_mtime > self.keep_analysed_seconds
+            except FileNotFoundError:
+                continue
+            if expired:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     def fail(self, claimed: ClaimedStudy, message: str) -> Path:
         """Keep the instances in ``failed`` with the reason, for a person to look at or resubmit."""
@@ -187,6 +214,7 @@ class StudyInbox:
         """Claim each quiet study and ``handle`` it; what it returns is recorded as done (e.g. the analysis id), what it
         raises sends the study to ``failed`` with the reason. Returns how many studies this call handled."""
         handled = 0
+        self.expire_analysed()
         for study in self.due(quiet_seconds=quiet_seconds):
             claimed = self.claim(study)
             if claimed is None:
@@ -226,6 +254,17 @@ class StudyInbox:
     @staticmethod
     def _fresh(parent: Path, study_instance_uid: str) -> Path:
         return parent / f"{study_instance_uid}.{time.time_ns()}"
+
+
+def _move_instances(source: Path, target: Path) -> None:
+    """Move the ``*.dcm`` files of ``source`` into ``target`` (an instance already there is the same one, resent:
+    the newer copy wins), durably."""
+    if not source.is_dir():
+        return
+    for item in source.glob("*.dcm"):
+        os.replace(item, target / item.name)
+    fsync_directory(target)
+    fsync_directory(source)
 
 
 def _checked(source: Path | io.BytesIO) -> StoredInstance:

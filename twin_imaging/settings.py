@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     serve_spool_dir: Path | None = Field(
         default=None, description="where uploads and pushed (STOW-RS) instances wait durably; None = data_dir/spool"
     )
+    inbox_keep_analysed_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="instances of an analysed study stay in the inbox this long (owner-only), so that a later part "
+        "of the study is analysed together with them; 0 deletes them once analysed",
+    )
     serve_study_quiet_seconds: float = Field(
         default=5.0,
         gt=0,

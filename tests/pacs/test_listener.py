@@ -24,6 +24,7 @@ from twin_imaging.testing.phantom import PhantomGeometry
 
 GEOMETRY = PhantomGeometry(shape=(96, 96, 40), spacing_mm=(4.0, 4.0, 5.0))
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 class Listener:
@@ -236,3 +237,57 @@ def test_a_malformed_destination_is_a_usage_error():
     result = CliRunner().invoke(cli, ["listen", "--destination", "pacs:4242"])
     assert result.exit_code == 2 and "AET@host:port" in result.output
     assert CliRunner().invoke(cli, ["listen", "--port", "0"]).exit_code == 2
+
+
+def test_a_study_sent_in_two_parts_is_analysed_whole_and_the_partial_results_are_withdrawn(pacs, tmp_path):
+    """The first half of a series by C-STORE, its results back in Orthanc; then the rest: the listener analyses all
+    of it (kept instances + new ones), sends the new SEG and a Key Object Selection "Rejected for Quality Reasons"
+    (IHE IOCM) naming the first SEG and SR, which dciodvfy accepts."""
+    orthanc, listener = pacs
+    study = write_phantom_study(
+        tmp_path / "parts", (SeriesSpec(geometry=GEOMETRY),), patient=PatientSpec("LISTEN-PARTS"), seed=11
+    )
+    datasets = [pydicom.dcmread(p) for p in study.series[0].paths]  # in slice order
+    half = len(datasets) // 2
+    assert set(c_store(listener.port, datasets[:half])) == {0x0000}
+    first = wait_for(lambda: seg_series(orthanc, study.study_instance_uid), 120, "the first half's SEG")
+    first_seg = pydicom.dcmread(io.BytesIO(orthanc.instance_file(first[0]["Instances"][0])))
+    assert _sources(first_seg) <= {d.SOPInstanceUID for d in datasets[:half]}
+
+    assert set(c_store(listener.port, datasets[half:])) == {0x0000}
+    notes = wait_for(
+        lambda: [s for s in orthanc.study_series(study.study_instance_uid) if s["SOPClassUID"] == KOS],
+        120,
+        "the rejection note of the first results",
+    )
+    note_file = orthanc.instance_file(notes[0]["Instances"][0])
+    note = pydicom.dcmread(io.BytesIO(note_file))
+    assert note.ConceptNameCodeSequence[0].CodeValue == "113001"  # Rejected for Quality Reasons
+    rejected = {
+        ref.ReferencedSOPInstanceUID
+        for item in note.CurrentRequestedProcedureEvidenceSequence
+        for series in item.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert first_seg.SOPInstanceUID in rejected and len(rejected) == 2  # the first SEG and its SR
+    assert not dciodvfy_errors(note_file, tmp_path)
+    segs = wait_for(
+        lambda: (
+            [s for s in seg_series(orthanc, study.study_instance_uid) if len(s["Instances"]) >= 1]
+            if sum(len(s["Instances"]) for s in seg_series(orthanc, study.study_instance_uid)) >= 2
+            else []
+        ),
+        120,
+        "the SEG of the whole series",
+    )
+    newest = [pydicom.dcmread(io.BytesIO(orthanc.instance_file(i))) for s in segs for i in s["Instances"]]
+    whole = next(s for s in newest if s.SOPInstanceUID != first_seg.SOPInstanceUID)
+    assert _sources(whole) - {d.SOPInstanceUID for d in datasets[:half]}  # it covers slices of the second part too
+
+
+def _sources(seg: pydicom.Dataset) -> set[str]:
+    return {
+        ref.ReferencedSOPInstanceUID
+        for frame in seg.PerFrameFunctionalGroupsSequence
+        for ref in frame.DerivationImageSequence[0].SourceImageSequence
+    }

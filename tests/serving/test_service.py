@@ -498,3 +498,43 @@ def test_stow_rs_refusals(api, analysed, studies):
         api.post("/v1/inbox/status", "integration", json={"study_instance_uid": "9.9.9"}).json()["state"] == "unknown"
     )
     assert error_of(api.post("/v1/inbox/status", "integration", json={"study_instance_uid": "../etc"}), 400)
+
+
+def test_a_study_pushed_in_two_bursts_ends_with_one_current_analysis_of_all_of_it(api, tmp_path):
+    from tests.serving.conftest import GEOMETRY
+    from twin_imaging.testing import PatientSpec, SeriesSpec, write_phantom_study
+
+    study = write_phantom_study(
+        tmp_path / "bursts", (SeriesSpec(geometry=GEOMETRY),), patient=PatientSpec(patient_id="API-BURSTS"), seed=5
+    )
+    paths = list(study.series[0].paths)  # in slice order
+    uid = study.study_instance_uid
+
+    def push_and_wait(part: list) -> dict:
+        body, content_type = multipart_related([("application/dicom", p.read_bytes()) for p in part])
+        pushed = api.post("/dicomweb/studies", "integration", content=body, headers={"content-type": content_type})
+        assert pushed.status_code == 200, pushed.text
+        for _ in range(240):
+            state = api.post("/v1/inbox/status", "integration", json={"study_instance_uid": uid}).json()
+            if state["state"] in ("done", "failed") and state.get("finished", 0) > started:
+                return state
+            time.sleep(0.25)
+        raise AssertionError(f"the pushed study was not analysed: {state}")
+
+    started = time.time()
+    first = push_and_wait(paths[: len(paths) // 2])
+    assert first["state"] == "done", first
+    started = time.time()
+    second = push_and_wait(paths[len(paths) // 2 :])  # the rest, well after the quiet time
+    assert second["state"] == "done" and second["analysis_id"] != first["analysis_id"]
+
+    twin = api.post("/v1/twin/get", "clinician", json={"patient_id": "API-BURSTS"}).json()
+    analyses = {a["analysis_id"]: a for a in twin["analyses"]}
+    current = analyses[second["analysis_id"]]
+    assert sorted(current["input_uids"]) == sorted(study.series[0].sop_instance_uids)  # every instance
+    assert current["supersedes"] == [first["analysis_id"]] and current["superseded_by"] is None
+    assert analyses[first["analysis_id"]]["superseded_by"] == second["analysis_id"]  # kept in the history
+    liver = {
+        a: next(m["volume_ml"] for m in analyses[a]["measurements"] if m["structure"] == "liver") for a in analyses
+    }
+    assert liver[second["analysis_id"]] > 1.5 * liver[first["analysis_id"]]

@@ -19,7 +19,7 @@ from pathlib import Path
 from twin_imaging.errors import DicomInputError
 from twin_imaging.inbox import IMAGE_SOP_CLASSES, ClaimedStudy, StudyInbox, UnsupportedSopClassError
 from twin_imaging.pacs.outbox import Destination, Outbox
-from twin_imaging.pacs.results import result_datasets
+from twin_imaging.pacs.results import result_datasets, superseded_rejection
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,14 @@ class StudyListener:
 
         with tempfile.TemporaryDirectory() as scratch:
             result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
-            analysis = self.store.attach_analysis(result, actor=f"dicom-listener:{self.config.ae_title}")
+            actor = f"dicom-listener:{self.config.ae_title}"
+            analysis = self.store.attach_analysis(result, actor=actor)
             if self.config.destination is not None:
-                self.outbox.enqueue(
-                    result_datasets(result), self.config.destination, label=f"analysis {analysis.analysis_id}"
-                )
+                outgoing = result_datasets(result)
+                rejection = superseded_rejection(self.store, analysis, actor=actor)
+                if rejection is not None:  # the earlier results of part of this series are withdrawn
+                    outgoing.append(rejection)
+                self.outbox.enqueue(outgoing, self.config.destination, label=f"analysis {analysis.analysis_id}")
         log.info("analysis %s of a received study attached", analysis.analysis_id)
         return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
 

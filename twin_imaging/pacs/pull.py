@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twin_imaging.pacs.dicomweb import DicomWebPeer
 from twin_imaging.pacs.outbox import DeliveryReport, Destination, Outbox, SendFunction
-from twin_imaging.pacs.results import result_datasets
+from twin_imaging.pacs.results import result_datasets, superseded_rejection
 from twin_imaging.pipeline import AnalysisResult, analyze_study
 
 
@@ -40,11 +40,14 @@ def pull_study(
 ) -> PullOutcome:
     files = peer.retrieve_image_series(study_instance_uid, work_dir / "study")
     result = analyze_study(work_dir / "study", work_dir / "analysis", segmenter=segmenter)
-    analysis_id = store.attach_analysis(result, actor=actor).analysis_id if store is not None else None
+    analysis = store.attach_analysis(result, actor=actor) if store is not None else None
     item = delivery = None
     if outbox is not None:
         datasets = result_datasets(result)
+        rejection = superseded_rejection(store, analysis, actor=actor) if analysis is not None else None
+        if rejection is not None:  # the earlier results of part of this series are withdrawn
+            datasets.append(rejection)
         item = outbox.enqueue(datasets, Destination.dicomweb(peer.url), label=f"study {study_instance_uid}")
         if send is not None:
             delivery = outbox.deliver_due(send)
-    return PullOutcome(result, len(files), analysis_id, item, delivery)
+    return PullOutcome(result, len(files), analysis.analysis_id if analysis else None, item, delivery)
