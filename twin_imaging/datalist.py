@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,13 @@ class Datalist:
     label_names: Mapping[int, str]
     training: tuple[DatalistCase, ...]
     test: tuple[DatalistCase, ...] = ()
+    # the dataset's name of a structure → the project's (e.g. BTCV's portal_and_splenic_vein → the SNOMED-coded
+    # portal_vein_and_splenic_vein), from the datalist's "structure_names"
+    structure_names: Mapping[str, str] = field(default_factory=dict)
+
+    def model_label_names(self) -> dict[int, str]:
+        """The label values with the project's structure names (``structure_names`` applied)."""
+        return {value: self.structure_names.get(name, name) for value, name in self.label_names.items()}
 
     def cases(self, *, section: str = "training", folds: Sequence[int] | None = None) -> list[DatalistCase]:
         cases = self.training if section == "training" else self.test
@@ -94,6 +101,7 @@ def read_datalist(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
         label_names=label_names,
         training=sections["training"],
         test=sections["test"],
+        structure_names={str(k): str(v) for k, v in dict(document.get("structure_names", {})).items()},
     )
 
 

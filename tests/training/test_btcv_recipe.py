@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("lightning")
 
 from training.train import main
-from twin_imaging.datalist import label_lookup
+from twin_imaging.datalist import label_lookup, read_datalist
 
 REPO = Path(__file__).resolve().parents[2]
 BTCV_TEST_SPLIT = {"0001", "0002", "0003", "0004", "0008", "0022", "0025", "0029", "0032", "0035", "0036", "0038"}
@@ -31,13 +31,18 @@ BTCV_LABELS = {
 }
 
 
-def test_the_datalist_holds_the_standard_split_as_fold_1():
+def test_the_datalist_holds_the_standard_split_as_fold_1(tmp_path):
     document = json.loads((REPO / "training" / "datalists" / "btcv.json").read_text())
     folds = {entry["case_id"][3:]: entry["fold"] for entry in document["training"]}
     assert len(folds) == 30
     assert {case for case, fold in folds.items() if fold == 1} == BTCV_TEST_SPLIT
     assert {int(k): v for k, v in document["labels"].items() if k != "0"} == BTCV_LABELS
     assert document["relative_to_prepared_data"] == "btcv"
+    # evaluation maps by name too: BTCV's name of the portal vein is the project's SNOMED-coded one
+    (tmp_path / "names.json").write_text(json.dumps({**document, "training": []}))  # its names, not its files
+    datalist = read_datalist(tmp_path / "names.json", data_root=tmp_path)
+    assert datalist.model_label_names()[10] == "portal_vein_and_splenic_vein"
+    assert datalist.label_names[10] == "portal_and_splenic_vein"
 
 
 @pytest.mark.parametrize("model_id", ["abdomen_ct_fast", "abdomen_ct_accurate"])

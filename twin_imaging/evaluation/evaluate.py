@@ -80,7 +80,7 @@ def evaluate_package(
     """Segment every labelled case of ``datalist`` (optionally only ``folds``) and score it against its label map."""
     card = package.card
     structures = [s.name for s in sorted(card.structures, key=lambda s: s.label)]
-    lookup = label_lookup(datalist.label_names, structures, mapping=label_mapping)
+    lookup = label_lookup(datalist.model_label_names(), structures, mapping=label_mapping)
     segmenter = segmenter or Segmenter(package)
     per_case: dict[str, dict[str, StructureScore]] = {}
     cases = [c for c in datalist.cases(section=section, folds=folds) if c.label is not None]
