@@ -6,42 +6,34 @@ Doors: analyse a study (synchronously when small, as a job otherwise), read one 
 a STOW-RS endpoint a PACS or router pushes to (``/dicomweb/studies``), the patient's twin (JSON or FHIR), its
 timeline and study comparison, clinical observations, outcome predictions per surgical scenario, the loaded models.
 Every route but health, readiness, metrics and the OpenAPI document needs an API key (``serving.auth``); every
-access to patient data is written to the twin's audit log as ``api:<key name>``.
+access to patient data is written to the twin's audit log as ``api:<key name>``. Analyses run off the request
+threads, on the analysis queue (``serving.analysis_runs``: synchronous requests, jobs, the STOW-RS inbox watcher).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import shutil
-import tempfile
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
 import bentoml
 from pydantic import Field
 from starlette.responses import FileResponse
 
-from serving.analysis_queue import AnalysisQueue, AnalysisQueueClosed, AnalysisQueueFull
+from serving.analysis_queue import AnalysisQueueFull
+from serving.analysis_runs import AnalysisRuns
 from serving.auth import ApiKeyMiddleware
 from serving.dicomweb import dicomweb_app
 from serving.docs_page import OwnDocsPage
 from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
-from serving.jobs import JobStore
 from serving.openapi import document_dicomweb_routes
-from serving.uploads import stage_upload
-from twin_imaging.errors import ModelError, TwinImagingError
-from twin_imaging.inbox import ClaimedStudy, NotNow, StudyInbox
+from twin_imaging.errors import ModelError
 from twin_imaging.inference.segment import Segmenter
-from twin_imaging.io import read_nifti
 from twin_imaging.models.package import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios
-from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import get_settings
 from twin_imaging.twin import views as v
 from twin_imaging.twin.fhir_export import export_bundle
@@ -84,22 +76,8 @@ class TwinImaging:
             log.warning("outcome model not loaded: %s", exc)
             self.outcome = None
         self.store = TwinStore()
-        self.analyses = AnalysisQueue(  # analyses take turns on threads of their own: memory stays bounded
-            workers=self.settings.serve_analysis_workers, waiting_max=self.settings.serve_analysis_queue_max
-        )
-        self.spool = Path(self.settings.serve_spool_dir)
-        self.inbox = StudyInbox(
-            self.spool / "inbox", keep_analysed_seconds=self.settings.inbox_keep_analysed_hours * 3600.0
-        )
-        recovered = self.inbox.recover()
-        if recovered:
-            log.info("inbox: %d studies interrupted by a restart go round again", recovered)
-        self.jobs = JobStore(self.spool / "jobs")
-        self._clean_scratch()
-        self._resume_jobs()
-        self._stop = threading.Event()
-        self._inbox_thread = threading.Thread(target=self._watch_inbox, name="inbox", daemon=True)
-        self._inbox_thread.start()
+        self.runs = AnalysisRuns(self.settings, self.segmenter, self.store)  # the queue, jobs, the inbox watcher
+        self.analyses, self.jobs, self.inbox = self.runs.analyses, self.runs.jobs, self.runs.inbox  # dicomweb: .inbox
 
     # --- studies in, results out -------------------------------------------------------------------------------
 
@@ -125,7 +103,7 @@ class TwinImaging:
             )
         actor = _actor(ctx)
         try:
-            return await self.analyses.run(self._analyze, files, patient_id, series_instance_uid, actor)
+            return await self.analyses.run(self.runs.analyze, files, patient_id, series_instance_uid, actor)
         except AnalysisQueueFull as exc:
             ctx.response.headers["Retry-After"] = "30"
             raise ApiError(429, str(exc)) from None
@@ -144,14 +122,7 @@ class TwinImaging:
         (spool/jobs, owner-only) before this answers; then POST /v1/analyze_job/status and /v1/analyze_job/get with
         the job_id. A job cut off by a crash or restart runs again at the next start. The result is attached to
         the twin before the job completes."""
-        actor = _actor(ctx)
-        params = {"patient_id": patient_id, "series_instance_uid": series_instance_uid}
-        stage = functools.partial(_stage_files, files, patient_id=patient_id)
-        job = await anyio.to_thread.run_sync(
-            functools.partial(self.jobs.create, owner=actor, stage=stage, params=params)
-        )
-        self.analyses.submit(self._run_job, job.job_id, bounded=False)
-        return job.status()
+        return await self.runs.submit_job(files, patient_id, series_instance_uid, _actor(ctx))
 
     @bentoml.api(route="/v1/analyze_job/status")
     @json_errors
@@ -297,8 +268,7 @@ class TwinImaging:
             raise ModelError("no outcome model is loaded (see the service log)")
         actor = _actor(ctx)
         key = self.store.resolve_patient_key(patient_id) if patient_id else None
-        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-            labels = read_nifti(_with_nifti_suffix(mask, Path(scratch)))
+        labels = self.runs.read_uploaded_nifti(mask)
         report = predict_scenarios(
             self.outcome, labels, clinical, scenarios=scenarios, margin_mm=margin_mm, approach=approach
         )
@@ -331,79 +301,6 @@ class TwinImaging:
             cards.append({"task": "outcome", "card": self.outcome.card.model_dump(mode="json")})
         return {"models": cards, "providers": list(self.segmenter.session.get_providers())}
 
-    # --- plumbing --------------------------------------------------------------------------------------------
-
-    def _analyze(
-        self, files: list[Path], patient_id: str | None, series_instance_uid: str | None, actor: str
-    ) -> dict[str, Any]:
-        """On an analysis thread: stage the upload, analyse, attach."""
-        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-            source, kind = stage_upload(files, Path(scratch) / "input", patient_id=patient_id)
-            result = analyze_study(
-                source, Path(scratch) / "out", segmenter=self.segmenter, series_instance_uid=series_instance_uid
-            )
-            analysis = self.store.attach_analysis(result, actor=actor, patient_identifier=patient_id)
-        return _analysis_reply(analysis, result.document, input_kind=kind)
-
-    def _run_job(self, job_id: str) -> None:
-        """On an analysis thread: run one job to its end, recording the outcome in the job store."""
-        job = self.jobs.start(job_id)
-        try:
-            with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-                result = analyze_study(
-                    job.input_path,
-                    Path(scratch) / "out",
-                    segmenter=self.segmenter,
-                    series_instance_uid=job.params.get("series_instance_uid"),
-                )
-                analysis = self.store.attach_analysis(
-                    result, actor=job.owner, patient_identifier=job.params.get("patient_id")
-                )
-            self.jobs.finish(job_id, _analysis_reply(analysis, result.document, input_kind=job.input_kind))
-        except TwinImagingError as exc:
-            self.jobs.fail(job_id, str(exc))
-        except Exception as exc:  # recorded for the caller by type only; the log has the rest
-            log.exception("job %s failed", job_id)
-            self.jobs.fail(job_id, f"internal error ({type(exc).__name__})")
-
-    def _resume_jobs(self) -> None:
-        for job in self.jobs.unfinished():
-            log.info("job %s cut off by a restart runs again", job.job_id)
-            self.analyses.submit(self._run_job, job.job_id, bounded=False)
-
-    def _scratch(self) -> Path:
-        path = self.spool / "work"
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path
-
-    def _clean_scratch(self) -> None:
-        """Temporary folders of analyses a crash cut off (their inputs live on in the job store or the inbox)."""
-        for leftover in self._scratch().iterdir():
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
-
-    def _watch_inbox(self) -> None:
-        """Analyse each pushed study once it has been quiet for serve_study_quiet_seconds."""
-        while not self._stop.wait(1.0):
-            try:
-                self.inbox.process_due(self._analyze_pushed, quiet_seconds=self.settings.serve_study_quiet_seconds)
-            except Exception:  # the watcher must survive anything (a full disk, a lost database connection)
-                log.exception("inbox watcher")
-
-    def _analyze_pushed(self, claimed: ClaimedStudy) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-            analyse = functools.partial(analyze_study, segmenter=self.segmenter)
-            try:
-                future = self.analyses.submit(analyse, claimed.path, Path(scratch) / "out", bounded=False)
-            except AnalysisQueueClosed:
-                raise NotNow from None  # back to incoming: analysed at the next start
-            result = future.result()
-            senders = self.inbox.senders(claimed.study_instance_uid)
-            analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow", sent_by=senders)
-        return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
-
-    def __del__(self) -> None:
-        self._stop.set()
-
 
 TwinImaging.add_asgi_middleware(ApiKeyMiddleware)  # keys file and body limit from the settings at start-up
 TwinImaging.add_asgi_middleware(OwnDocsPage)  # the docs page without BentoML's third-party scripts
@@ -416,41 +313,7 @@ def _actor(ctx: bentoml.Context) -> str:
     return principal.actor
 
 
-def _stage_files(files: list[Path], folder: Path, *, patient_id: str | None) -> tuple[Path, str]:
-    return stage_upload(files, folder, patient_id=patient_id)
-
-
 def _scoped(ctx: bentoml.Context) -> str | None:
     """The actor whose key reads only what it sent, or None for a key that reads everything (scope 'all')."""
     principal = ctx.request.state.principal
     return None if principal.sees_everything else principal.actor
-
-
-def _with_nifti_suffix(path: Path, scratch: Path) -> Path:
-    """nibabel picks the reader by suffix; an upload named otherwise is tried as .nii.gz then .nii."""
-    name = path.name
-    if name.endswith((".nii", ".nii.gz")):
-        return path
-    with open(path, "rb") as stream:
-        gzipped = stream.read(2) == b"\x1f\x8b"
-    target = scratch / ("mask.nii.gz" if gzipped else "mask.nii")
-    shutil.copyfile(path, target)
-    return target
-
-
-def _analysis_reply(analysis: v.AnalysisView, document, *, input_kind: str) -> dict[str, Any]:
-    body = v.to_jsonable(analysis)
-    body["input_kind"] = input_kind
-    body["series_found"] = [c.model_dump() for c in document.input.series_found]
-    body["warnings"] = list(document.input.warnings)
-    body["structures_not_found"] = list(document.structures_not_found)
-    body["downloads"] = [
-        {
-            "kind": a.kind,
-            "name": a.name,
-            "route": "/v1/artifacts/download",
-            "body": {"analysis_id": analysis.analysis_id, "kind": a.kind, "name": a.name},
-        }
-        for a in analysis.artifacts
-    ]
-    return body

@@ -14,37 +14,31 @@ birth dates are never stored (sex and birth year are), and logs name rows by int
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twin_imaging.errors import TwinConflictError, TwinError, UnknownAnalysisError, UnknownPatientError
+from twin_imaging.errors import TwinError, UnknownPatientError
 from twin_imaging.settings import Settings, get_settings
-from twin_imaging.twin import mapping, patients, queries
+from twin_imaging.twin import analyses, mapping, patients, queries
 from twin_imaging.twin import views as v
 from twin_imaging.twin.alert_rules import evaluate_alerts
 from twin_imaging.twin.artifacts import ArtifactStore
 from twin_imaging.twin.audit import audit, check_actor
 from twin_imaging.twin.database import create_twin_engine, guarded, session_factory, transaction, upgrade_database
-from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis, supersede
 from twin_imaging.twin.records import add_observation, add_prediction, add_procedure, check_prediction
-from twin_imaging.twin.schema import Analysis, AnalysisGrant, Patient
+from twin_imaging.twin.schema import Patient
 
 if TYPE_CHECKING:  # the store does not need the pipeline's imports (ONNX Runtime, highdicom) to run
     from twin_imaging.pipeline import AnalysisResult
 
 PSEUDONYM_HEX_CHARS = patients.PSEUDONYM_HEX_CHARS  # still importable from the store
-
-log = logging.getLogger(__name__)
 
 
 class TwinStore:
@@ -123,61 +117,9 @@ class TwinStore:
         """Attach a pipeline result to its patient's twin; a result already attached is returned as it is. The
         actor, and each of ``sent_by`` (the API callers who pushed the study, where the actor is a relay such as
         the STOW-RS inbox), may read it from then on even where their key's scope is "own"."""
-        actor = check_actor(actor)
-        readers = list(dict.fromkeys([actor, *(check_actor(s) for s in sent_by)]))
-        facts = facts_of(result, patient_identifier)
-        key = self.patient_key_for(facts.patient_identifier)
-        existing = self._existing_analysis(facts, key, actor, readers)
-        if existing is not None:
-            return existing
-        stored = [
-            (self.artifacts.put(result.out_dir / file, kind=kind, name=file, expected_sha256=digest), sop_uid)
-            for kind, file, digest, sop_uid in facts.outputs
-        ]
-        document = result.document.to_json().encode("utf-8")
-        stored.append((self.artifacts.put(document, kind="results_json", name="results.json"), None))
-        for attempt in (1, 2):
-            try:
-                view = self._insert_analysis(facts, key, stored, actor, readers)
-                break
-            except IntegrityError:  # a concurrent writer attached it (or created its patient or study) first
-                existing = self._existing_analysis(facts, key, actor, readers)
-                if existing is not None:
-                    return existing
-                if attempt == 2:
-                    raise TwinConflictError(
-                        "the analysis could not be attached: a concurrent change conflicted twice"
-                    ) from None
-        self._crash_point("attach_after_commit")
-        return view
-
-    def _existing_analysis(self, facts: Facts, key: str, actor: str, readers: list[str]) -> v.AnalysisView | None:
-        with self._transaction() as session:
-            found = find_analysis(session, facts)
-            if found is None:
-                return None
-            analysis, series, study, patient = found
-            if patient.patient_key != key:
-                raise TwinError(f"series {facts.series_uid} is already in the twin under another patient")
-            audit(session, actor, "read_analysis", key, "analysis", analysis.public_id, "attach: already attached")
-            for reader in readers:  # they sent the same study: they may read what came of it
-                _grant(session, analysis, reader)
-            return mapping.analysis_view(analysis, study, series)
-
-    def _insert_analysis(self, facts: Facts, key: str, stored: list, actor: str, readers: list[str]) -> v.AnalysisView:
-        with self._transaction(raw_conflicts=True) as session:
-            patient = self._ensure_patient(session, key, sex=facts.sex, birth_year=facts.birth_year)
-            analysis, study, series = add_analysis(session, patient, facts, stored)
-            for reader in readers:
-                _grant(session, analysis, reader)
-            audit(session, actor, "attach_analysis", key, "analysis", analysis.public_id)
-            for old in supersede(session, analysis):
-                audit(session, actor, "supersede_analysis", key, "analysis", old.public_id, analysis.public_id)
-            self._evaluate_alerts(session, patient, actor)
-            session.flush()
-            self._crash_point("attach_before_commit")
-            log.info("attached analysis %d (series row %d, patient row %d)", analysis.id, series.id, patient.id)
-            return mapping.analysis_view(analysis, study, series)
+        return analyses.attach_analysis(
+            self, result, actor=actor, patient_identifier=patient_identifier, sent_by=sent_by
+        )
 
     def record_observation(self, patient_key: str, observation: v.ObservationInput, *, actor: str) -> v.ObservationView:
         """Record a clinical observation; the same one again (code, time, value) is returned as recorded."""
@@ -332,7 +274,7 @@ class TwinStore:
         ``only_sent_by``: an actor whose key reads only what it sent; any other analysis is unknown to it."""
         actor = check_actor(actor)
         with self._transaction() as session:
-            row = _find_analysis_row(session, analysis_id, only_sent_by)
+            row = analyses.find_analysis_row(session, analysis_id, only_sent_by)
             key = row.series.study.patient.patient_key
             audit(session, actor, "read_analysis", key, "analysis", row.public_id)
             return mapping.analysis_view(row, row.series.study, row.series)
@@ -345,19 +287,8 @@ class TwinStore:
         ``analysis``."""
         actor = check_actor(actor)
         with self._transaction() as session:
-            row = _find_analysis_row(session, analysis_id, only_sent_by)
-            matches = [a for a in row.artifacts if a.kind == kind and (name is None or a.name == name)]
-            if not matches:
-                held = sorted(f"{a.kind}:{a.name}" for a in row.artifacts)
-                raise TwinError(
-                    f"analysis {analysis_id} has no {kind} artifact{f' named {name}' if name else ''}; it holds {held}"
-                )
-            if len(matches) > 1:
-                raise TwinError(
-                    f"analysis {analysis_id} has {len(matches)} {kind} artifacts; name one of "
-                    f"{sorted(a.name for a in matches)}"
-                )
-            found = matches[0]
+            row = analyses.find_analysis_row(session, analysis_id, only_sent_by)
+            found = analyses.artifact_of(row, kind, name)
             view = mapping.artifact_view(found)
             audit(session, actor, "read_artifact", row.series.study.patient.patient_key, "artifact", found.id)
         self.artifacts.verify(view.uri)
@@ -368,27 +299,3 @@ class TwinStore:
     def _transaction(self, *, raw_conflicts: bool = False) -> AbstractContextManager[Session]:
         """A session in one transaction (see ``database.transaction``)."""
         return transaction(self._sessions, raw_conflicts=raw_conflicts)
-
-    def _crash_point(self, name: str) -> None:
-        """Test hook (settings.test_crash_point): die here, as a power cut or OOM kill would."""
-        if self.settings.test_crash_point == name:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _find_analysis_row(session: Session, analysis_id: str, only_sent_by: str | None = None) -> Analysis:
-    """The analysis with this public id; unknown (never "forbidden", so ids cannot be probed) where
-    ``only_sent_by`` is given and that actor did not send it."""
-    row = None
-    if isinstance(analysis_id, str) and analysis_id:
-        row = session.scalar(select(Analysis).where(Analysis.public_id == analysis_id))
-    sent = row is not None and (only_sent_by is None or session.get(AnalysisGrant, (row.id, only_sent_by)))
-    if not sent:
-        row = None
-    if row is None:
-        raise UnknownAnalysisError(analysis_id)
-    return row
-
-
-def _grant(session: Session, analysis: Analysis, actor: str) -> None:
-    if session.get(AnalysisGrant, (analysis.id, actor)) is None:
-        session.add(AnalysisGrant(analysis_id=analysis.id, actor=actor))

@@ -44,9 +44,7 @@ def upgrade() -> None:
     with op.batch_alter_table("analysis") as batch:
         batch.alter_column("input_set_sha256", existing_type=sa.String(64), nullable=False)
         batch.drop_constraint(op.f(_OLD_KEY), type_="unique")
-        batch.create_unique_constraint(
-            op.f(_NEW_KEY), ["series_id", "model_id", "model_version", "input_set_sha256"]
-        )
+        batch.create_unique_constraint(op.f(_NEW_KEY), ["series_id", "model_id", "model_version", "input_set_sha256"])
         batch.create_foreign_key(
             op.f("fk_analysis_superseded_by_id_analysis"),
             "analysis",
