@@ -160,7 +160,15 @@ class OnnxFile(_Strict):
     size_bytes: int = Field(ge=0)
     opset: int
     parity_max_abs_diff: float | None = Field(
-        default=None, description="largest |torch - ONNX| logit difference seen at export, on random and real input"
+        default=None, description="largest |torch - ONNX| difference seen at export, on random and real input"
+    )
+    parity_quantity: Literal["logits", "probabilities"] = Field(
+        default="logits",
+        description="what the parity was measured on: the raw logits, or the class probabilities (softmax) that "
+        "decide the labels",
+    )
+    parity_max_logit_diff: float | None = Field(
+        default=None, description="with parity on probabilities: the largest logit difference, for the record"
     )
 
 

@@ -75,12 +75,7 @@ def render_markdown_card(card: ModelCard) -> str:
         + (f", code {t.code_version}." if t.code_version else "."),
         *[f"- {run}" for run in t.extra_runs],
         f"- ONNX: `{card.onnx.file}`, {card.onnx.size_bytes / 1e6:.1f} MB, opset {card.onnx.opset}, sha256 "
-        f"`{card.onnx.sha256}`"
-        + (
-            f"; max |torch − ONNX| at export {card.onnx.parity_max_abs_diff:.1e}."
-            if card.onnx.parity_max_abs_diff is not None
-            else "."
-        ),
+        f"`{card.onnx.sha256}`" + _parity(card),
         "",
     ]
     if card.limitations:
@@ -125,3 +120,13 @@ def _published_comparison(card: ModelCard, evaluation) -> list[str]:
 
 def _f(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _parity(card: ModelCard) -> str:
+    onnx = card.onnx
+    if onnx.parity_max_abs_diff is None:
+        return "."
+    if onnx.parity_quantity == "logits":
+        return f"; max |torch − ONNX| at export {onnx.parity_max_abs_diff:.1e}."
+    logits = f" (logits {onnx.parity_max_logit_diff:.1e})" if onnx.parity_max_logit_diff is not None else ""
+    return f"; max |torch − ONNX| of the class probabilities at export {onnx.parity_max_abs_diff:.1e}{logits}."
