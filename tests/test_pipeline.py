@@ -34,13 +34,18 @@ from twin_imaging.testing import (
     write_phantom_study,
 )
 from twin_imaging.testing.real_series import copy_series_with_uids
-from twin_imaging.transforms import labels_to_source_grid, preprocess_image, preprocess_labels
 from twin_imaging.twin.store import TwinStore
 
-# The phantom organs the shipped model knows. The best a 3 mm model can do is the phantom's own labels taken to
-# 3 mm and back: the test requires the model to come within MARGIN of that ceiling, organ by organ.
-PHANTOM_ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "aorta")
-MARGIN = 0.05
+# The phantom's organs the default model knows, with the Dice the model must reach against the phantom's exact
+# labels (its truth, never the model's own output): what the shipped abdomen_ct_fast measured, less a margin.
+PHANTOM_MIN_DICE = {
+    "liver": 0.95,
+    "spleen": 0.93,
+    "kidney_right": 0.93,
+    "kidney_left": 0.93,
+    "aorta": 0.92,
+}  # measured 0.97-0.98
+PHANTOM_ORGANS = tuple(PHANTOM_MIN_DICE)
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +66,17 @@ def phantom_analysis(tmp_path_factory, segmenter):
     return study, result, root / "study"
 
 
-def test_phantom_dice_reaches_what_the_model_resolution_allows(phantom_analysis, segmenter):
+def test_phantom_dice_against_the_phantoms_own_labels(phantom_analysis, segmenter):
     study, result, _ = phantom_analysis
     phantom = study.series[0].phantom
     card = segmenter.card
     names = [s.name for s in card.structures]
-    truth = phantom.labels.with_array(label_lookup(PHANTOM_LABELS, names)[phantom.labels.array])
-    prepared = preprocess_image(phantom.image, card.preprocessing)
-    ceiling_labels = labels_to_source_grid(preprocess_labels(truth, card.preprocessing).array, prepared)
+    truth = label_lookup(PHANTOM_LABELS, names)[phantom.labels.array]
     predicted = result.segmentation.labels.array
-    for name in PHANTOM_ORGANS:
+    for name, minimum in PHANTOM_MIN_DICE.items():
         label = card.structure(name).label
-        ceiling = dice_coefficient(ceiling_labels == label, truth.array == label)
-        dice = dice_coefficient(predicted == label, truth.array == label)
-        assert dice >= ceiling - MARGIN, f"{name}: Dice {dice:.3f}, the 3 mm ceiling is {ceiling:.3f}"
+        dice = dice_coefficient(predicted == label, truth == label)
+        assert dice >= minimum, f"{name}: Dice {dice:.3f} against the phantom's labels, below {minimum}"
 
 
 def test_outputs_are_written_whole_and_listed_with_their_hashes(phantom_analysis):
@@ -110,7 +112,7 @@ def test_results_name_the_series_model_and_structures_without_patient_identifier
     assert "PAT-12345" not in text and "Doe" not in text
     document = json.loads(text)
     assert document["input"]["series_instance_uid"] == study.series[0].series_instance_uid
-    assert document["model"]["model_id"] == "abdomen_ct_organs"
+    assert document["model"]["model_id"] == "abdomen_ct_fast"
     names = {s["name"] for s in document["structures"]}
     assert set(PHANTOM_ORGANS) <= names
     liver = next(s for s in document["structures"] if s["name"] == "liver")

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default="nephrectomy_outcomes", description="model id (package folder) of the post-operative outcome model"
     )
     default_segmentation_model: str = Field(
-        default="abdomen_ct_organs", description="model id (package folder) used when none is named"
+        default="abdomen_ct_fast", description="model id (package folder) used when none is named"
     )
 
     # The patient twin (twin_imaging.twin): database, artifacts, pseudonyms, alert rules

@@ -34,8 +34,8 @@ def test_bentoml_build_packs_the_service_with_its_models_and_migrations(tmp_path
     (bento,) = [p for p in (tmp_path / "bentoml" / "bentos" / "twin_imaging").iterdir() if p.name != "latest"]
     source = bento / "src"
     assert (source / "serving" / "service.py").is_file()
-    assert (source / "models" / "abdomen_ct_organs" / "card.json").is_file()
-    assert list((source / "models" / "abdomen_ct_organs").glob("*.onnx"))
+    assert (source / "models" / "abdomen_ct_fast" / "card.json").is_file()
+    assert list((source / "models" / "abdomen_ct_fast").glob("*.onnx"))
     assert (source / "models" / "nephrectomy_outcomes" / "card.json").is_file()
     assert list((source / "twin_imaging" / "twin" / "migrations" / "versions").glob("*.py"))
     assert (source / "twin_imaging" / "twin" / "migrations" / "script.py.mako").is_file()

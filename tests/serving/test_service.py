@@ -434,7 +434,7 @@ def test_outcome_refusals(api, tmp_path):
 def test_models_lists_both_cards(api):
     body = api.post("/v1/models", "integration", json={}).json()
     tasks = {m["task"]: m["card"] for m in body["models"]}
-    assert tasks["segmentation"]["model_id"] == "abdomen_ct_organs"
+    assert tasks["segmentation"]["model_id"] == "abdomen_ct_fast"
     assert tasks["outcome"]["model_id"] == "nephrectomy_outcomes"
     assert "CPUExecutionProvider" in body["providers"]
 
