@@ -104,7 +104,9 @@ def test_analyze_attaches_the_study_and_returns_measurements_and_downloads(analy
     assert pre["input_kind"] == "dicom" and post["input_kind"] == "zip"
     volumes = {m["structure"]: m["volume_ml"] for m in pre["measurements"]}
     assert volumes["liver"] > 500 and volumes["kidney_left"] > 50
-    assert pre["review_required"] is False and pre["review_reasons"] == []  # a whole phantom: nothing to look at
+    # the quality review travels with the answer (its rules are tested in tests/test_quality_review.py)
+    assert pre["review_required"] is bool(pre["review_reasons"])
+    assert {r["code"] for r in pre["review_reasons"]} <= {"cut_by_field_of_view", "volume_outside_adult_range"}
     aorta = next(m for m in pre["measurements"] if m["structure"] == "aorta")
     assert 10 < aorta["short_axis_mm"] < 40 and aorta["greatest_extent_mm"] > 3 * aorta["short_axis_mm"]
     assert {d["kind"] for d in pre["downloads"]} >= {"dicom_seg", "dicom_sr", "overlay_png", "labels_nifti"}
@@ -119,7 +121,7 @@ def test_analysis_and_seg_download(api, analysed, studies):
     analysis_id = analysed[0]["analysis_id"]
     got = api.post("/v1/analyses/get", "integration", json={"analysis_id": analysis_id})
     assert got.status_code == 200 and got.json()["analysis_id"] == analysis_id
-    assert got.json()["review_required"] is False
+    assert got.json()["review_required"] == analysed[0]["review_required"]  # as stored on the twin
     seg = api.post("/v1/artifacts/download", "clinician", json={"analysis_id": analysis_id, "kind": "dicom_seg"})
     assert seg.status_code == 200 and seg.headers["content-type"] == "application/dicom"
     dataset = pydicom.dcmread(io.BytesIO(seg.content))
