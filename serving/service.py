@@ -33,7 +33,7 @@ from twin_imaging.errors import ModelError
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.models.package import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
-from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios
+from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios, prediction_inputs
 from twin_imaging.settings import get_settings
 from twin_imaging.twin import views as v
 from twin_imaging.twin.fhir_export import export_bundle
@@ -274,19 +274,8 @@ class TwinImaging:
         )
         recorded = []
         if key is not None:
-            predictions = [
-                v.PredictionInput(
-                    target=p.target,
-                    scenario=p.scenario,
-                    probability=p.probability,
-                    model_id=report.model_id,
-                    model_version=report.model_version,
-                    lower=p.interval[0],
-                    upper=p.interval[1],
-                )
-                for p in report.predictions
-            ]
-            recorded = [r.prediction_id for r in self.store.record_predictions(key, predictions, actor=actor)]
+            records = self.store.record_predictions(key, prediction_inputs(report), actor=actor)
+            recorded = [r.prediction_id for r in records]
         return {**report.to_json(), "recorded_prediction_ids": recorded}
 
     # --- models ---------------------------------------------------------------------------------------------

@@ -72,9 +72,20 @@ def predict(mask_path, clinical_path, scenarios, margin_mm, approach, as_json) -
             p = next(x for x in predictions if x.target == target.name and x.scenario == scenario)
             cells.append(f"{p.probability:.0%} ({p.interval[0]:.0%}-{p.interval[1]:.0%})")
         click.echo(f"| {target.name} | " + " | ".join(cells) + " |")
+    if report.new_baseline_egfr:
+        cells = [
+            f"{p.egfr_ml_min_1_73m2:.0f} ({p.interval_90[0]:.0f}-{p.interval_90[1]:.0f})"
+            for p in report.new_baseline_egfr
+        ]
+        click.echo("| new-baseline eGFR, mL/min/1.73 m² | " + " | ".join(cells) + " |")
+    else:
+        click.echo(f"new-baseline eGFR not predicted: {report.new_baseline_missing}")
     click.echo("\nwhat drove each prediction (log-odds vs the average patient; + raises the risk):")
+    base_rate = {t.name for t in model.card.targets if t.shipped_family == "base_rate"}
     for p in predictions:
         drivers = ", ".join(f"{c.feature.split('.', 1)[1]} {c.logit:+.2f}" for c in p.contributions[:4])
+        if p.target in base_rate:
+            drivers = "the cohort's rate (no input discriminated under nested cross-validation)"
         click.echo(f"  {p.target} / {p.scenario}: {drivers}")
     if imputed:
         click.echo("imputed (missing in the clinical input): " + "; ".join(imputed))
@@ -97,14 +108,21 @@ def evaluate(data_dir: Path, fmt: str, workers: int) -> None:
     """Score the shipped outcome models (no retraining) on DATA: AUROC, Brier, cases and events per target."""
     from twin_imaging.outcome.evaluate import evaluate_outcomes
 
-    scores, excluded = evaluate_outcomes(data_dir, workers=workers)
+    scores, excluded, new_baseline = evaluate_outcomes(data_dir, workers=workers)
     if fmt == "json":
-        click.echo(json.dumps({name: score.to_json() for name, score in scores.items()}))
+        found = {name: score.to_json() for name, score in scores.items()}
+        found["new_baseline_egfr"] = None if new_baseline is None else new_baseline.to_json()
+        click.echo(json.dumps(found))
         return
     click.echo("| target | AUROC | Brier | n | events |")
     click.echo("|---|---|---|---|---|")
     for name, s in scores.items():
         area = "n/a" if s.auroc is None else f"{s.auroc:.3f}"
         click.echo(f"| {name} | {area} | {s.brier:.3f} | {s.n} | {s.events} |")
+    if new_baseline is not None:
+        click.echo(
+            f"new-baseline eGFR: MAE {new_baseline.mae:.2f} mL/min/1.73 m² over {new_baseline.n} patients "
+            f"(partial or radical nephrectomy, both eGFR values); within 10: {new_baseline.within_10:.0%}"
+        )
     if excluded:
         click.echo("excluded: " + ", ".join(f"{n} ({why})" for why, n in excluded.items()))

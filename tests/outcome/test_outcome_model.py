@@ -16,7 +16,6 @@ from twin_imaging.cli import cli
 from twin_imaging.errors import ModelError
 from twin_imaging.outcome.features import MODEL_FEATURES, feature_row
 from twin_imaging.outcome.imputation import impute_clinical
-from twin_imaging.outcome.kits import load_kits_dataset
 from twin_imaging.outcome.model import OutcomeModel, load_outcome_package
 from twin_imaging.outcome.targets import TARGETS
 
@@ -28,12 +27,6 @@ CLINICAL = {
     "radiographic_size_cm": 4.5,
     "smoking_history": "previous_smoker",
 }
-
-
-@pytest.fixture(scope="module")
-def kits(shared_data, tmp_path_factory):
-    root = shared_file(shared_data, "kits23")
-    return load_kits_dataset(root, workers=2, cache_dir=tmp_path_factory.mktemp("kits_cache"))
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +70,37 @@ def test_radical_never_predicts_less_egfr_decline_than_partial_for_any_patient(k
     assert np.all(radical[:, t, :] >= partial[:, t, :] - 1e-6)
 
 
-def test_evaluate_prints_the_json_of_every_target(shared_data):
+def test_evaluate_prints_the_json_of_every_target_and_the_new_baseline_egfr(shared_data):
     root = shared_file(shared_data, "kits23")
     result = CliRunner().invoke(cli, ["outcome", "evaluate", "--data", str(root), "--format", "json"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
-    assert set(scores) == set(TARGETS)
-    for values in scores.values():
+    assert set(scores) == {*TARGETS, "new_baseline_egfr"}
+    shipped = {t.name: t.shipped_family for t in load_outcome_package().card.targets}
+    for name in TARGETS:
+        values = scores[name]
         assert set(values) == {"auroc", "brier", "n", "events"}
-        assert 0.5 < values["auroc"] <= 1.0 and 0.0 <= values["brier"] <= 0.25
+        if shipped[name] == "base_rate":  # one rate for everyone ranks nobody
+            assert values["auroc"] == 0.5
+        else:
+            assert 0.5 < values["auroc"] <= 1.0
+        assert 0.0 <= values["brier"] <= 0.25
         assert 0 < values["events"] < values["n"] <= 400
+    # the patients it is scored on, and the no-change baseline, counted here from kits23.json itself
+    records = json.loads((root / "kits23.json").read_text())
+    both = [
+        r
+        for r in records
+        if r.get("surgical_procedure") in ("partial_nephrectomy", "radical_nephrectomy", "nephroureterectomy")
+        and (r.get("last_preop_egfr") or {}).get("value") is not None
+        and (r.get("first_postop_egfr") or {}).get("value") is not None
+    ]
+    no_change = np.mean([abs(r["last_preop_egfr"]["value"] - r["first_postop_egfr"]["value"]) for r in both])
+    egfr = scores["new_baseline_egfr"]
+    assert set(egfr) == {"mae", "n", "within_10"}
+    assert 0.9 * len(both) <= egfr["n"] <= len(both)  # a few cases' clinical input or masks are refused
+    assert egfr["mae"] < 0.75 * no_change  # in-distribution, but far from "nothing changes"
+    assert 0.3 < egfr["within_10"] <= 1.0
 
 
 @pytest.fixture()
@@ -106,12 +120,38 @@ def test_predict_gives_both_scenarios_with_intervals_and_drivers(one_case):
     assert {(p["target"], p["scenario"]) for p in predictions} == {
         (t, s) for t in TARGETS for s in ("partial_nephrectomy", "radical_nephrectomy")
     }
+    base_rate = {t.name for t in load_outcome_package().card.targets if t.shipped_family == "base_rate"}
     for p in predictions:
         low, high = p["interval_90"]
-        assert 0 <= low <= high <= 1 and p["drivers"]
+        assert 0 <= low <= high <= 1
+        assert bool(p["drivers"]) == (p["target"] not in base_rate)  # the cohort's rate has no driver
     assert any("alcohol_use" in item for item in document["imputed"])  # said, not hidden
+    egfr = {p["scenario"]: p for p in document["new_baseline_egfr"]}
+    assert set(egfr) == {"partial_nephrectomy", "radical_nephrectomy"}
+    partial, radical = egfr["partial_nephrectomy"], egfr["radical_nephrectomy"]
+    assert (
+        0 < radical["egfr_ml_min_1_73m2"] < partial["egfr_ml_min_1_73m2"] < CLINICAL["preop_egfr_ml_min_1_73m2"] * 1.3
+    )
+    assert radical["preserved_fraction_of_affected"] == 0 < partial["preserved_fraction_of_affected"] <= 1
+    for p in (partial, radical):
+        low, high = p["interval_90"]
+        assert low <= p["egfr_ml_min_1_73m2"] <= high
     text = CliRunner().invoke(cli, ["outcome", "predict", "--mask", str(mask), "--clinical", str(clinical)])
     assert "| egfr_decline |" in text.output and "imputed" in text.output
+    assert "| new-baseline eGFR" in text.output
+    for name in base_rate:
+        assert f"{name} / partial_nephrectomy: the cohort's rate" in text.output
+
+
+def test_no_new_baseline_egfr_without_a_measured_pre_operative_egfr(one_case, tmp_path):
+    mask, _ = one_case
+    clinical = tmp_path / "no_egfr.json"
+    clinical.write_text(json.dumps({k: v for k, v in CLINICAL.items() if k != "preop_egfr_ml_min_1_73m2"}))
+    result = CliRunner().invoke(cli, ["outcome", "predict", "--mask", str(mask), "--clinical", str(clinical), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["new_baseline_egfr"] == []
+    assert "pre-operative eGFR" in document["new_baseline_egfr_missing"]
 
 
 def _mask_with(tmp_path, source, change) -> str:

@@ -409,7 +409,16 @@ def test_outcome_predictions_per_scenario_are_returned_and_recorded(api, analyse
     assert ("egfr_decline", "radical_nephrectomy") in pairs and ("egfr_decline", "partial_nephrectomy") in pairs
     egfr = {p["scenario"]: p["probability"] for p in body["predictions"] if p["target"] == "egfr_decline"}
     assert egfr["radical_nephrectomy"] >= egfr["partial_nephrectomy"]
-    assert len(body["recorded_prediction_ids"]) == len(body["predictions"])
+    new_baseline = {p["scenario"]: p["egfr_ml_min_1_73m2"] for p in body["new_baseline_egfr"]}
+    assert new_baseline["radical_nephrectomy"] <= new_baseline["partial_nephrectomy"]
+    assert len(body["recorded_prediction_ids"]) == len(body["predictions"]) + len(new_baseline)
+    twin = api.post("/v1/twin/get", "clinician", json={"patient_id": "API-PATIENT-1"}).json()
+    values = {p["scenario"]: p for p in twin["predictions"] if p["target"] == "new_baseline_egfr"}
+    assert values["partial_nephrectomy"]["value"] == pytest.approx(new_baseline["partial_nephrectomy"], abs=0.05)
+    assert (
+        values["partial_nephrectomy"]["unit"] == "mL/min/{1.73_m2}"
+        and values["partial_nephrectomy"]["probability"] is None
+    )
 
 
 def test_outcome_refusals(api, tmp_path):

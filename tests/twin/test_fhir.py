@@ -107,6 +107,20 @@ def _summary() -> TwinSummary:
             PredictionView(
                 6, "major_complication", "radical_nephrectomy", 0.07, None, None, "kits_outcome", "0.2.0", None, pre
             ),
+            PredictionView(
+                7,
+                "new_baseline_egfr",
+                "radical_nephrectomy",
+                None,
+                38.5,
+                71.3,
+                "kits_outcome",
+                "0.2.0",
+                11,
+                pre,
+                value=54.9,
+                unit="mL/min/{1.73_m2}",
+            ),
         ),
         alerts=(
             AlertView(
@@ -153,7 +167,7 @@ def test_every_entry_and_the_bundle_parse_with_fhir_resources(bundle):
         "Observation": 8,
         "DiagnosticReport": 2,
         "Procedure": 1,
-        "RiskAssessment": 2,
+        "RiskAssessment": 3,
         "Flag": 1,
     }
 
@@ -266,6 +280,16 @@ def test_patient_study_device_report_and_risk_mapping(bundle):
     assert len(risks["5"]["basis"]) == 4
     assert "basis" not in risks["6"]
     assert [e["url"] for e in risks["6"]["prediction"][0]["extension"]] == ["urn:twin-imaging:fhir:scenario"]
+    value = risks["7"]["prediction"][0]  # a predicted quantity: in an extension, never as a probability
+    assert "probabilityDecimal" not in value
+    extensions = {e["url"]: e for e in value["extension"]}
+    quantity = extensions["urn:twin-imaging:fhir:predicted-value"]["valueQuantity"]
+    assert quantity["value"] == 54.9 and quantity["code"] == "mL/min/{1.73_m2}"
+    assert extensions["urn:twin-imaging:fhir:predicted-interval"]["extension"] == [
+        {"url": "lower", "valueDecimal": 38.5},
+        {"url": "upper", "valueDecimal": 71.3},
+    ]
+    assert "54.9 mL/min/{1.73_m2}" in risks["7"]["note"][0]["text"]
 
     (_, procedure), *_ = _by_type(bundle, "Procedure")
     assert procedure["status"] == "completed" and procedure["occurrenceDateTime"] == "2024-04-15"
@@ -316,7 +340,7 @@ def test_round_trip_of_clinical_records(bundle):
     own = [s for s in records.skipped if s.endswith(SKIP_OWN_MEASUREMENT)]
     assert len(own) == 6
     assert all(s.startswith("Observation '") for s in own)
-    assert sum("resource type not imported" in s for s in records.skipped) == 2 + 2 + 2 + 2 + 1
+    assert sum("resource type not imported" in s for s in records.skipped) == 2 + 2 + 2 + 3 + 1  # 3 RiskAssessments
 
 
 def _lab_bundle() -> dict:

@@ -25,7 +25,16 @@ from twin_imaging.twin.database import (
     head_revision,
     upgrade_database,
 )
-from twin_imaging.twin.schema import Analysis, AnalysisGrant, Base, Measurement, Patient, Series, Study
+from twin_imaging.twin.schema import (
+    Analysis,
+    AnalysisGrant,
+    Base,
+    Measurement,
+    Patient,
+    Prediction,
+    Series,
+    Study,
+)
 from twin_imaging.twin.store import TwinStore
 
 
@@ -77,7 +86,7 @@ def test_migrated_schema_equals_the_models(engine):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
-    assert current_revision(engine) == head_revision() == "0004"
+    assert current_revision(engine) == head_revision() == "0006"
     # compare_metadata does not look at ON DELETE: compare the foreign keys in full
     inspector = inspect(engine)
     for table in Base.metadata.sorted_tables:
@@ -114,6 +123,8 @@ _ROWS_AT_0001 = (  # one analysis as revision 0001 stored it, written in plain S
     "VALUES (1, 1, 'm', '1', :sha, '0.1.0', '[]', '[]', :at, :at, 'completed', :at)",
     "INSERT INTO measurement (id, analysis_id, structure, label, snomed_code, snomed_meaning, voxel_count, "
     "volume_ml, max_diameter_mm) VALUES (1, 1, 'aorta', 1, '15825003', 'Aorta', 10, 70.0, 199.0)",
+    "INSERT INTO prediction (id, patient_id, analysis_id, target, scenario, probability, model_id, model_version, "
+    "created_at) VALUES (1, 1, 1, 'egfr_decline', 'partial_nephrectomy', 0.3, 'outcome', '0.1.0', :at)",
     "INSERT INTO audit_log (at, actor, action, patient_key, object_type, object_id) "
     "VALUES (:at, 'api:router-a', 'attach_analysis', 'P1', 'analysis', '1')",
     "INSERT INTO audit_log (at, actor, action, patient_key, object_type, object_id) "
@@ -139,8 +150,49 @@ def test_upgrading_old_rows_keeps_them_and_fills_what_is_new(database_url):
             assert analysis.review_reasons is None  # unknown, not "fine"
             assert len(analysis.public_id) == 32 and int(analysis.public_id, 16) >= 0
             assert [g.actor for g in session.scalars(select(AnalysisGrant))] == ["api:router-a"]
+            prediction = session.scalar(select(Prediction))  # 0005: a probability stays one
+            assert (prediction.probability, prediction.value, prediction.unit) == (0.3, None, None)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("probability", "value", "unit"),
+    [(0.4, 61.0, "mL/min/{1.73_m2}"), (None, None, None), (None, 61.0, None), (1.5, None, None), (0.4, None, "%")],
+)
+def test_the_database_holds_a_prediction_as_exactly_one_of_a_probability_or_a_value(engine, probability, value, unit):
+    with Session(engine) as session, session.begin():
+        patient_id = _patient_with_analysis(session).series.study.patient_id
+    with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
+        session.add(
+            Prediction(
+                patient_id=patient_id,
+                target="t",
+                scenario="s",
+                probability=probability,
+                value=value,
+                unit=unit,
+                model_id="m",
+                model_version="1",
+            )
+        )
+    with Session(engine) as session, session.begin():  # the two good shapes
+        session.add(
+            Prediction(
+                patient_id=patient_id, target="t", scenario="s", probability=0.4, model_id="m", model_version="1"
+            )
+        )
+        session.add(
+            Prediction(
+                patient_id=patient_id,
+                target="t",
+                scenario="s",
+                value=61.0,
+                unit="mL/min/{1.73_m2}",
+                model_id="m",
+                model_version="1",
+            )
+        )
 
 
 def test_migrations_ship_inside_the_package():
@@ -148,6 +200,7 @@ def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_clinical_measures_and_review.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0005_predicted_values.py").is_file()
 
 
 def test_deleting_a_patient_cascades_to_everything_it_owns(engine):

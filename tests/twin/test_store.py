@@ -315,6 +315,51 @@ def test_imported_records_and_predictions(store, phantom_case):
     assert len(store.summary(KEY, actor="t").predictions) == held
 
 
+def _egfr_prediction(**changes) -> PredictionInput:
+    values = {
+        "target": "new_baseline_egfr",
+        "scenario": "radical_nephrectomy",
+        "probability": None,
+        "model_id": "outcome",
+        "model_version": "1",
+        "lower": 40.0,
+        "upper": 70.0,
+        "value": 55.0,
+        "unit": "mL/min/{1.73_m2}",
+    }
+    return PredictionInput(**{**values, **changes})
+
+
+def test_a_predicted_value_is_recorded_with_its_unit_and_shown_in_the_timeline(store, phantom_case):
+    store.attach_analysis(phantom_case.pre, actor="pacs")
+    made = store.record_prediction(KEY, _egfr_prediction(), actor="model")
+    assert made.probability is None and (made.value, made.unit, made.lower, made.upper) == (
+        55.0,
+        "mL/min/{1.73_m2}",
+        40.0,
+        70.0,
+    )
+    events = [e for e in store.timeline(KEY, actor="t") if e.kind == "prediction"]
+    assert events[-1].summary == "new_baseline_egfr under radical_nephrectomy: 55.0 mL/min/{1.73_m2}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"probability": 0.3}, "exactly one"),
+        ({"value": None}, "exactly one"),
+        ({"unit": " "}, "unit"),
+        ({"value": float("nan")}, "finite"),
+        ({"lower": 60.0}, "does not contain"),
+        ({"probability": 0.3, "value": None}, "no unit"),
+    ],
+)
+def test_a_malformed_predicted_value_is_refused(store, phantom_case, changes, message):
+    store.attach_analysis(phantom_case.pre, actor="pacs")
+    with pytest.raises(TwinError, match=message):
+        store.record_prediction(KEY, _egfr_prediction(**changes), actor="model")
+
+
 def test_every_read_and_change_is_audited(store, database_url, phantom_case):
     pre = store.attach_analysis(phantom_case.pre, actor="pacs")
     store.attach_analysis(phantom_case.pre, actor="pacs")

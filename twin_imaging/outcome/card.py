@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twin_imaging.models.card import OnnxFile
 
-OUTCOME_CARD_SCHEMA_VERSION = "1.0"
+OUTCOME_CARD_SCHEMA_VERSION = "1.1"  # 1.1: the new-baseline eGFR model; 1.0 cards still load
 
 
 class _Strict(BaseModel):
@@ -28,6 +28,30 @@ class FamilyMetrics(_Strict):
     cv: str  # e.g. "5 x repeated stratified 5-fold"
 
 
+class RegressionMetrics(_Strict):
+    method: str  # learned_split_renal_function, published_split_renal_function, no_change, clinical_linear
+    mae: float  # mL/min/1.73 m², mean over the repeats of the out-of-fold absolute errors
+    mae_ci95: tuple[float, float]  # bootstrap over patients
+    within_10: float  # share of patients predicted within 10 mL/min/1.73 m²
+    n: int
+    cv: str
+    interval_coverage: float | None = None  # share of held-out patients inside the 90 % interval
+
+
+class NewBaselineEgfrModel(_Strict):
+    """The learned split-renal-function model (twin_imaging.outcome.new_baseline_egfr), its terms and weights."""
+
+    definition: str
+    terms: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    residual_interval_90: tuple[float, float] = Field(
+        description="5th and 95th percentiles of the cross-validated residuals (observed - predicted), mL/min/1.73 m²"
+    )
+    evaluation: tuple[RegressionMetrics, ...]
+    selection: str = ""  # how the terms were chosen
+    notes: tuple[str, ...] = ()
+
+
 class OutcomeTarget(_Strict):
     name: str
     description: str
@@ -42,7 +66,7 @@ class OutcomeTarget(_Strict):
 
 
 class OutcomeCard(_Strict):
-    schema_version: Literal["1.0"] = OUTCOME_CARD_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1"] = OUTCOME_CARD_SCHEMA_VERSION
     model_id: str = Field(pattern=r"^[a-z0-9_]+$")
     version: str
     task: Literal["outcome"] = "outcome"
@@ -61,6 +85,7 @@ class OutcomeCard(_Strict):
     targets: tuple[OutcomeTarget, ...]
     n_bootstrap: int = Field(description="bootstrap refits whose spread gives the prediction interval")
     interval_level: float = 0.90
+    new_baseline_egfr: NewBaselineEgfrModel | None = None
     onnx: OnnxFile
     created: datetime
     code_version: str = ""

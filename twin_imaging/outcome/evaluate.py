@@ -37,14 +37,47 @@ def auroc(y: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+@dataclass(frozen=True)
+class NewBaselineScore:
+    mae: float  # mL/min/1.73 m²
+    n: int
+    within_10: float
+
+    def to_json(self) -> dict:
+        return {"mae": round(self.mae, 3), "n": self.n, "within_10": round(self.within_10, 4)}
+
+
+def score_new_baseline(model: OutcomeModel, cases, imputation: dict) -> NewBaselineScore | None:
+    """The shipped eGFR model on every case with both eGFR values and a partial or radical nephrectomy, each under
+    the operation it had; None where the package has no eGFR model or no case qualifies."""
+    from twin_imaging.outcome.new_baseline_egfr import covariates_of, predict_new_baseline, split_renal_function
+
+    egfr_model = model.card.new_baseline_egfr
+    if egfr_model is None:
+        return None
+    errors = []
+    for case in cases:
+        pre = case.clinical.preop_egfr_ml_min_1_73m2
+        if pre is None or case.first_postop_egfr is None or case.actual_resection is None:
+            continue
+        clinical, _ = impute_clinical(case.clinical, imputation)
+        srf = split_renal_function(case.features, case.actual_resection)
+        predicted = predict_new_baseline(egfr_model, pre, srf, covariates_of(clinical), case.scenario.procedure)
+        errors.append(abs(predicted.egfr_ml_min_1_73m2 - case.first_postop_egfr))
+    if not errors:
+        return None
+    errors = np.array(errors)
+    return NewBaselineScore(mae=float(errors.mean()), n=len(errors), within_10=float((errors <= 10.0).mean()))
+
+
 def evaluate_outcomes(
     data_dir: str | os.PathLike,
     model: OutcomeModel | None = None,
     *,
     workers: int = 2,
     cache_dir: str | os.PathLike | None = None,
-) -> tuple[dict[str, TargetScore], Counter]:
-    """Scores per target, and why cases were left out (counted by reason)."""
+) -> tuple[dict[str, TargetScore], Counter, NewBaselineScore | None]:
+    """Scores per target, why cases were left out (counted by reason), and the new-baseline eGFR's score."""
     model = model or OutcomeModel()
     dataset = load_kits_dataset(data_dir, workers=workers, cache_dir=cache_dir)
     imputation = dict(model.card.imputation)
@@ -77,4 +110,4 @@ def evaluate_outcomes(
             n=int(known.sum()),
             events=int(y_known.sum()),
         )
-    return scores, excluded
+    return scores, excluded, score_new_baseline(model, used, imputation)

@@ -35,7 +35,18 @@ MODEL_FEATURES: tuple[str, ...] = (
     *(f"mask.{name}" for name in MASK_FEATURES),
     *(f"resection.{name}" for name in RESECTION_FEATURES),
 )
-FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
+# A plain clinical logistic regression: the handful of variables a clinician would put in one.
+PLAIN_CLINICAL = (
+    "age_years",
+    "sex_female",
+    "bmi_kg_m2",
+    "preop_egfr_ml_min_1_73m2",
+    "charlson_count",
+    "procedure_radical",
+)
+FAMILY_FEATURES: dict[str, tuple[str, ...]] = {  # simplest first: the order the shipping rule reads them in
+    "base_rate": (),  # no input: every patient gets the cohort's rate (what ships where nothing discriminates)
+    "clinical_plain": tuple(f"clinical.{name}" for name in PLAIN_CLINICAL),
     "clinical_only": tuple(f"clinical.{name}" for name in CLINICAL_VECTOR_NAMES),
     "clinical_mask": MODEL_FEATURES,
 }

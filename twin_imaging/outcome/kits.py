@@ -59,6 +59,8 @@ class KitsCase:
     features: dict[str, Any] | None = None  # kidney_features, as JSON-ready values
     resections: dict[str, dict[str, Any]] | None = None  # procedure → virtual_resection, as JSON-ready values
     features_error: str | None = None
+    # an outcome (never an input): KiTS first_postop_egfr, median about 4 months after surgery, the new baseline
+    first_postop_egfr: float | None = None
 
     @property
     def actual_resection(self) -> dict[str, Any] | None:
@@ -187,9 +189,15 @@ def _case(record: dict[str, Any]) -> KitsCase:
         clinical=clinical,
         scenario=scenario,
         targets=compute_targets(record),
+        first_postop_egfr=_egfr_value(record.get("first_postop_egfr")),
         clinical_error=clinical_error,
         scenario_error=scenario_error,
     )
+
+
+def _egfr_value(entry: Any) -> float | None:
+    value = entry.get("value") if isinstance(entry, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _mask_results(

@@ -18,6 +18,8 @@ from twin_imaging.twin.fhir_codes import (
     LOINC,
     MEASUREMENT_SYSTEM,
     PATIENT_KEY_SYSTEM,
+    PREDICTED_INTERVAL_URL,
+    PREDICTED_VALUE_URL,
     PREDICTION_TARGET_SYSTEM,
     PROBABILITY_INTERVAL_URL,
     RESEARCH_ONLY,
@@ -201,7 +203,22 @@ def risk(p: PredictionView, patient: dict, device: dict, basis: list[dict] | Non
     bounds = [(name, _finite(v)) for name, v in (("lower", p.lower), ("upper", p.upper))]
     bounds = [{"url": name, "valueDecimal": v} for name, v in bounds if v is not None]
     interval = " – ".join(f"{b['url']} {b['valueDecimal']:g}" for b in bounds)
-    note = f"Scenario: {p.scenario}." + (f" Probability interval: {interval}." if bounds else "")
+    if p.probability is not None:
+        note = f"Scenario: {p.scenario}." + (f" Probability interval: {interval}." if bounds else "")
+        said = {"probabilityDecimal": _finite(p.probability)}
+        extensions = [{"url": PROBABILITY_INTERVAL_URL, "extension": bounds} if bounds else None]
+    else:
+        # FHIR R4's RiskAssessment has no element for a predicted quantity: an extension carries it (and its
+        # interval, in the same unit), and the rationale says it in words
+        unit = p.unit or ""
+        note = f"Scenario: {p.scenario}. Predicted {p.target}: {p.value:g} {unit}" + (
+            f" (interval: {interval} {unit})." if bounds else "."
+        )
+        said = {}
+        extensions = [
+            {"url": PREDICTED_VALUE_URL, "valueQuantity": _quantity(p.value, unit, unit)},
+            {"url": PREDICTED_INTERVAL_URL, "extension": bounds} if bounds else None,
+        ]
     return {
         "resourceType": "RiskAssessment",
         "identifier": [{"system": "urn:twin-imaging:prediction", "value": str(p.prediction_id)}],
@@ -214,12 +231,9 @@ def risk(p: PredictionView, patient: dict, device: dict, basis: list[dict] | Non
         "basis": basis,
         "prediction": [
             {
-                "extension": [
-                    {"url": SCENARIO_URL, "valueString": p.scenario},
-                    {"url": PROBABILITY_INTERVAL_URL, "extension": bounds} if bounds else None,
-                ],
+                "extension": [{"url": SCENARIO_URL, "valueString": p.scenario}, *extensions],
                 "outcome": target,
-                "probabilityDecimal": _finite(p.probability),
+                **said,
                 "rationale": f"scenario: {p.scenario}",
             }
         ],

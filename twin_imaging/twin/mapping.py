@@ -95,6 +95,9 @@ def prediction_view(p: Prediction) -> v.PredictionView:
         p.model_version,
         p.analysis.public_id if p.analysis is not None else None,
         p.created_at,
+        p.value,
+        p.unit,
+        p.mask_source,
     )
 
 

@@ -95,7 +95,8 @@ def timeline_of(session: Session, patient: Patient) -> list[v.TimelineEvent]:
         at = datetime.combine(p.performed_on, time(0), tzinfo=UTC)
         events.append(v.TimelineEvent(at, "procedure", p.display, str(p.id)))
     for p in load_predictions(session, patient):
-        text = f"{p.target} under {p.scenario}: {p.probability:.2f}"
+        said = f"{p.probability:.2f}" if p.probability is not None else f"{p.value:.1f} {p.unit}"
+        text = f"{p.target} under {p.scenario}: {said}"
         events.append(v.TimelineEvent(p.created_at, "prediction", text, str(p.id)))
     for a in load_alerts(session, patient):
         events.append(v.TimelineEvent(analysis_at.get(a.analysis_id, a.created_at), "alert", a.message, str(a.id)))

@@ -91,12 +91,25 @@ def add_procedure(session: Session, patient: Patient, p: v.ProcedureInput, actor
 
 
 def check_prediction(p: v.PredictionInput) -> None:
-    """TwinError unless the prediction's probabilities lie in [0, 1], its interval holds it and it names what it is."""
-    for name, value in (("probability", p.probability), ("lower", p.lower), ("upper", p.upper)):
-        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise TwinError(f"prediction {name} must be a probability in [0, 1], got {value}")
-    if (p.lower is not None and p.lower > p.probability) or (p.upper is not None and p.upper < p.probability):
-        raise TwinError(f"prediction interval [{p.lower}, {p.upper}] does not contain {p.probability}")
+    """TwinError unless the prediction is a probability in [0, 1] or a finite value with a unit (exactly one), its
+    interval holds it, and it names what it is."""
+    if (p.probability is None) == (p.value is None):
+        raise TwinError("a prediction is either a probability or a value with its unit, exactly one of them")
+    if p.value is not None:
+        for name, value in (("value", p.value), ("lower", p.lower), ("upper", p.upper)):
+            if value is not None and not math.isfinite(value):
+                raise TwinError(f"prediction {name} must be a finite number, got {value}")
+        if not (p.unit or "").strip():
+            raise TwinError("a predicted value needs its unit")
+    else:
+        if p.unit is not None:
+            raise TwinError("a probability has no unit")
+        for name, value in (("probability", p.probability), ("lower", p.lower), ("upper", p.upper)):
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise TwinError(f"prediction {name} must be a probability in [0, 1], got {value}")
+    point = p.probability if p.probability is not None else p.value
+    if (p.lower is not None and p.lower > point) or (p.upper is not None and p.upper < point):
+        raise TwinError(f"prediction interval [{p.lower}, {p.upper}] does not contain {point}")
     for name in ("target", "scenario", "model_id", "model_version"):
         if not getattr(p, name).strip():
             raise TwinError(f"a prediction needs a {name}")
@@ -113,6 +126,9 @@ def add_prediction(session: Session, patient: Patient, p: v.PredictionInput, act
         target=p.target,
         scenario=p.scenario,
         probability=p.probability,
+        value=p.value,
+        unit=p.unit,
+        mask_source=p.mask_source,
         lower=p.lower,
         upper=p.upper,
         model_id=p.model_id,

@@ -178,10 +178,39 @@ class Analysis(Base):
     supersedes: Mapped[list[Analysis]] = relationship(
         foreign_keys=[superseded_by_id], back_populates="superseded_by", order_by="Analysis.id"
     )
+    expert_segmentations: Mapped[list[ExpertSegmentation]] = relationship(
+        back_populates="analysis", cascade="all, delete-orphan", passive_deletes=True, order_by="ExpertSegmentation.id"
+    )
 
     __table_args__ = (
         UniqueConstraint("series_id", "model_id", "model_version", "input_set_sha256"),
         CheckConstraint("status IN ('completed', 'failed')", name="status"),
+    )
+
+
+class ExpertSegmentation(Base):
+    """A radiologist's DICOM SEG of the analysed series (kidneys, renal tumour, cyst), preferred over the model's
+    masks for the surgical scenarios. The SEG file itself is in the artifact store (``artifact_sha256``)."""
+
+    __tablename__ = "expert_segmentation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    analysis_id: Mapped[int] = _parent("analysis.id")  # the analysis of its series current when it arrived
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)
+    author: Mapped[str] = mapped_column(String(TEXT))  # Content Creator's Name, as the SEG gives it
+    content_label: Mapped[str] = mapped_column(String(NAME), default="")
+    segments: Mapped[list[dict]] = mapped_column(JSON)  # [{number, label, code, meaning, structure}]
+    received_via: Mapped[str] = mapped_column(String(16))  # stow-rs, c-store, api
+    received_by: Mapped[str] = mapped_column(String(NAME))  # the audit actor that handed it in
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+    analysis: Mapped[Analysis] = relationship(back_populates="expert_segmentations")
+
+    __table_args__ = (
+        Index(None, "analysis_id"),
+        CheckConstraint("received_via IN ('stow-rs', 'c-store', 'api')", name="received_via"),
     )
 
 
@@ -286,7 +315,11 @@ class Prediction(Base):
     analysis: Mapped[Analysis | None] = relationship()
     target: Mapped[str] = mapped_column(String(NAME))
     scenario: Mapped[str] = mapped_column(String(NAME))
-    probability: Mapped[float] = mapped_column(Double)
+    probability: Mapped[float | None] = mapped_column(Double)  # a probability, or NULL where ``value`` is set
+    value: Mapped[float | None] = mapped_column(Double)  # a predicted quantity (e.g. new-baseline eGFR) in ``unit``
+    unit: Mapped[str | None] = mapped_column(String(NAME))
+    # the masks it was computed from: "model", "expert_seg:<SOP Instance UID>"; NULL: an uploaded mask
+    mask_source: Mapped[str | None] = mapped_column(String(TEXT))
     lower: Mapped[float | None] = mapped_column(Double)
     upper: Mapped[float | None] = mapped_column(Double)
     model_id: Mapped[str] = mapped_column(String(NAME))
@@ -295,7 +328,11 @@ class Prediction(Base):
 
     __table_args__ = (
         Index(None, "patient_id"),
-        CheckConstraint("probability >= 0 AND probability <= 1", name="probability"),
+        CheckConstraint(
+            "(value IS NULL AND unit IS NULL AND probability IS NOT NULL AND probability >= 0 AND probability <= 1) "
+            "OR (probability IS NULL AND value IS NOT NULL AND unit IS NOT NULL)",
+            name="probability_or_value",
+        ),
     )
 
 

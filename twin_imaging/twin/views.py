@@ -100,13 +100,21 @@ class PredictionView:
     prediction_id: int
     target: str  # e.g. major_complication
     scenario: str  # e.g. partial_nephrectomy
-    probability: float
+    probability: float | None  # None where the prediction is a value (``value``, ``unit``)
     lower: float | None
     upper: float | None
     model_id: str
     model_version: str
     analysis_id: str | None  # public id
     created_at: datetime
+    value: float | None = None  # a predicted quantity, e.g. the new-baseline eGFR
+    unit: str | None = None
+    mask_source: str | None = None  # "model", "expert_seg:<SOP Instance UID>"; None: an uploaded mask
+
+    @property
+    def point(self) -> float:
+        """The probability, or the predicted value."""
+        return self.probability if self.probability is not None else self.value
 
 
 @dataclass(frozen=True)
@@ -188,16 +196,20 @@ class ImportedRecords:
 
 @dataclass(frozen=True)
 class PredictionInput:
-    """An outcome prediction to record for a patient (per surgical scenario)."""
+    """An outcome prediction to record for a patient (per surgical scenario): a probability in [0, 1], or a value
+    with its unit (``probability`` None), e.g. the new-baseline eGFR in mL/min/1.73 m²; the interval holds it."""
 
     target: str
     scenario: str
-    probability: float
+    probability: float | None
     model_id: str
     model_version: str
     lower: float | None = None
     upper: float | None = None
     analysis_id: str | None = None  # the (public id of the) analysis whose measurements fed the model, if any
+    value: float | None = None
+    unit: str | None = None
+    mask_source: str | None = None  # "model", "expert_seg:<SOP Instance UID>"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""Surgical scenarios for an analysed CT with a renal mass, run by the pipeline and recorded on the twin.
+
+    run = run_twin_scenarios(store, model, analysis_id, labels, mask_source="model", actor="pipeline")
+
+``labels`` is the analysis' label map (the segmentation model's, or a radiologist's SEG on the same series) with
+named structures; it is turned into the outcome models' convention (1 kidney, 2 tumour, 3 cyst) by name. The
+clinical inputs come from the twin (``twin_inputs``), the predictions (probabilities per target and the new-baseline
+eGFR per scenario) are recorded with the analysis and the mask source, so a later radiologist's SEG recomputes them
+and the history keeps both. Where the scenarios cannot run (no age or sex on the twin, a post-operative scan, masks
+the kidney analysis refuses), the run says why and records nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from twin_imaging.errors import InputError
+from twin_imaging.outcome.kidney_features import kidney_features
+from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios, prediction_inputs
+from twin_imaging.outcome.twin_inputs import NotPreoperativeError, clinical_inputs_from_twin
+from twin_imaging.volume import Volume
+
+KIDNEY_NAMES = frozenset({"kidney", "kidney_left", "kidney_right"})
+TUMOUR_NAMES = frozenset({"renal_tumor", "kidney_tumor", "renal_mass", "tumor"})
+CYST_NAMES = frozenset({"renal_cyst", "kidney_cyst", "cyst"})
+KITS_NAMES = {1: "kidney", 2: "tumor", 3: "cyst"}
+
+
+def has_renal_mass(label_names: dict[int, str]) -> bool:
+    """Whether a model or SEG with these structures can hold a renal mass (a tumour or cyst label)."""
+    return any(name in TUMOUR_NAMES | CYST_NAMES for name in label_names.values())
+
+
+def kits_labels(labels: Volume) -> Volume | None:
+    """The label map in the KiTS convention, or None where it holds no voxel of a renal tumour or cyst."""
+    names = labels.label_names or {}
+    out = np.zeros(labels.array.shape, dtype=np.uint8)
+    for value, name in names.items():
+        target = 1 if name in KIDNEY_NAMES else 2 if name in TUMOUR_NAMES else 3 if name in CYST_NAMES else 0
+        if target:
+            out[labels.array == value] = target
+    if not np.any(out >= 2):
+        return None
+    return replace(labels, array=out, label_names=dict(KITS_NAMES))
+
+
+@dataclass(frozen=True)
+class TwinScenarioRun:
+    analysis_id: str
+    mask_source: str  # "model", or "expert_seg:<SOP Instance UID>"
+    computed: bool
+    reason: str | None = None  # why not computed
+    report: dict[str, Any] | None = None  # ScenarioReport.to_json()
+    inputs: dict[str, Any] = field(default_factory=dict)  # sources and missing inputs
+    prediction_ids: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "analysis_id": self.analysis_id,
+            "mask_source": self.mask_source,
+            "computed": self.computed,
+            "reason": self.reason,
+            "inputs": self.inputs,
+            **(self.report or {}),
+            "recorded_prediction_ids": list(self.prediction_ids),
+        }
+
+
+def run_twin_scenarios(
+    store,
+    model,
+    analysis_id: str,
+    labels: Volume,
+    *,
+    mask_source: str,
+    actor: str,
+    margin_mm: float = DEFAULT_MARGIN_MM,
+) -> TwinScenarioRun:
+    """Run and record the scenarios of one analysis (see the module docstring)."""
+    kits = kits_labels(labels)
+    if kits is None:
+        return TwinScenarioRun(analysis_id, mask_source, False, "the masks hold no renal tumour or cyst")
+    patient_key, analysis = store.analysis_with_patient(analysis_id, actor=actor)
+    summary = store.summary(patient_key, actor=actor)
+    study = next(s for s in summary.studies if s.study_instance_uid == analysis.study_instance_uid)
+    scan_date = study.study_date or analysis.started_at.date()
+    try:
+        found = kidney_features(kits)
+        inputs = clinical_inputs_from_twin(summary, scan_date=scan_date, tumour_diameter_mm=found.tumor_max_diameter_mm)
+    except (InputError, NotPreoperativeError) as exc:
+        return TwinScenarioRun(analysis_id, mask_source, False, str(exc))
+    required = [name for name in ("age_years", "sex") if name not in inputs.clinical]
+    if required:
+        reason = f"the twin holds no {' or '.join(required)} for this patient: the outcome models need them"
+        return TwinScenarioRun(analysis_id, mask_source, False, reason, inputs=inputs.to_json())
+    try:
+        report = predict_scenarios(model, kits, inputs.clinical, scenarios=SCENARIOS, margin_mm=margin_mm)
+    except InputError as exc:
+        return TwinScenarioRun(analysis_id, mask_source, False, str(exc), inputs=inputs.to_json())
+    records = prediction_inputs(report, analysis_id=analysis_id, mask_source=mask_source)
+    made = store.record_predictions(patient_key, records, actor=actor)
+    return TwinScenarioRun(
+        analysis_id,
+        mask_source,
+        True,
+        report=report.to_json(),
+        inputs=inputs.to_json(),
+        prediction_ids=tuple(p.prediction_id for p in made),
+    )
