@@ -7,6 +7,7 @@ from twin_imaging.twin.schema import (
     Alert,
     Analysis,
     Artifact,
+    ExpertSegmentation,
     Observation,
     Patient,
     Prediction,
@@ -62,10 +63,26 @@ def analysis_view(a: Analysis, study: Study, series: Series) -> v.AnalysisView:
         artifacts=tuple(artifact_view(x) for x in sorted(a.artifacts, key=lambda x: x.id)),
         superseded_by=a.superseded_by.public_id if a.superseded_by is not None else None,
         supersedes=tuple(old.public_id for old in a.supersedes),
+        expert_segmentations=tuple(expert_segmentation_view(x) for x in a.expert_segmentations),
         review_required=None if a.review_reasons is None else bool(a.review_reasons),
         review_reasons=None
         if a.review_reasons is None
         else tuple(v.ReviewReasonView(r["code"], tuple(r["structures"]), r["message"]) for r in a.review_reasons),
+    )
+
+
+def expert_segmentation_view(x: ExpertSegmentation) -> v.ExpertSegmentationView:
+    return v.ExpertSegmentationView(
+        expert_segmentation_id=x.public_id,
+        analysis_id=x.analysis.public_id,
+        sop_instance_uid=x.sop_instance_uid,
+        author=x.author,
+        content_label=x.content_label,
+        segments=tuple(x.segments),
+        received_via=x.received_via,
+        received_by=x.received_by,
+        received_at=x.created_at,
+        artifact_sha256=x.artifact_sha256,
     )
 
 

@@ -32,6 +32,7 @@ from twin_imaging.twin.alert_rules import evaluate_alerts
 from twin_imaging.twin.artifacts import ArtifactStore
 from twin_imaging.twin.audit import audit, check_actor
 from twin_imaging.twin.database import create_twin_engine, guarded, session_factory, transaction, upgrade_database
+from twin_imaging.twin.expert_segmentations import ExpertSegmentationRecords
 from twin_imaging.twin.records import add_observation, add_prediction, add_procedure, check_prediction
 from twin_imaging.twin.schema import Patient
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # the store does not need the pipeline's imports (ONNX Runtim
 PSEUDONYM_HEX_CHARS = patients.PSEUDONYM_HEX_CHARS  # still importable from the store
 
 
-class TwinStore:
+class TwinStore(ExpertSegmentationRecords):
     """The twin's database and artifact files. ``database``: a URL or an Engine (default: settings.database_url)."""
 
     def __init__(

@@ -73,6 +73,22 @@ class ArtifactView:
 
 
 @dataclass(frozen=True)
+class ExpertSegmentationView:
+    """A radiologist's DICOM SEG of the analysed series (kidneys, renal tumour, cyst)."""
+
+    expert_segmentation_id: str  # public id
+    analysis_id: str  # public id of the analysis it was recorded against
+    sop_instance_uid: str
+    author: str
+    content_label: str
+    segments: tuple[dict, ...]  # {number, label, code, meaning, structure}
+    received_via: str  # stow-rs, c-store, api
+    received_by: str
+    received_at: datetime
+    artifact_sha256: str
+
+
+@dataclass(frozen=True)
 class AnalysisView:
     analysis_id: str  # the public id: 32 hex digits, unguessable
     study_instance_uid: str
@@ -93,6 +109,7 @@ class AnalysisView:
     superseded_by: str | None = None
     supersedes: tuple[str, ...] = ()  # the analyses this one replaced
     artifacts: tuple[ArtifactView, ...] = ()
+    expert_segmentations: tuple[ExpertSegmentationView, ...] = ()  # radiologists' SEGs of this series, oldest first
 
 
 @dataclass(frozen=True)

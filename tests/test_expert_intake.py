@@ -1,0 +1,156 @@
+"""A radiologist's SEG of an analysed phantom series with a renal tumour: recorded with its author, the scenarios
+recomputed on its masks (probabilities and new-baseline eGFR, inputs from the twin), idempotent, and refused with
+the reason (nothing recorded) when it references no analysed series, another patient, or no kidney."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from twin_imaging.expert_intake import ExpertSegError, receive_expert_seg
+from twin_imaging.inference.segment import Segmenter
+from twin_imaging.models import default_segmentation_package
+from twin_imaging.outcome.model import OutcomeModel
+from twin_imaging.pipeline import analyze_study
+from twin_imaging.settings import Settings
+from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
+from twin_imaging.testing.expert_seg import radiologist_seg
+from twin_imaging.testing.phantom import Ellipsoid, PhantomAnatomy, Structure
+from twin_imaging.twin.store import TwinStore
+from twin_imaging.twin.views import ObservationInput, ProcedureInput
+
+GEOMETRY = PhantomGeometry(shape=(160, 160, 64), spacing_mm=(2.5, 2.0, 3.0))
+PATIENT = PatientSpec(
+    patient_id="KIDNEY-MASS-7", patient_name="Roe^Rob", patient_birth_date="19580712", patient_sex="M"
+)
+# a 28 mm hypo-enhancing mass at the left kidney's lateral lip, partly exophytic
+TUMOUR = Structure("renal_tumor", 9, 45.0, Ellipsoid((84.0, 48.0, -20.0), (14.0, 14.0, 14.0)))
+KIDNEYS_AND_TUMOUR = {"kidney_right": "kidney_right", "kidney_left": "kidney_left", "renal_tumor": "renal_tumor"}
+
+
+@dataclass(frozen=True)
+class MassCase:
+    study_dir: Path
+    series: object  # PhantomSeries
+    store: TwinStore
+    analysis_id: str
+    model: OutcomeModel
+
+    def seg_bytes(self, structures=KIDNEYS_AND_TUMOUR, **kwargs) -> bytes:
+        sources = [pydicom.dcmread(p) for p in self.series.paths]
+        seg = radiologist_seg(sources, self.series.phantom.labels, structures, **kwargs)
+        buffer = io.BytesIO()
+        seg.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+
+@pytest.fixture
+def mass_case(tmp_path) -> MassCase:
+    anatomy = PhantomAnatomy().with_structure(TUMOUR)
+    study = write_phantom_study(
+        tmp_path / "study",
+        (SeriesSpec(geometry=GEOMETRY),),
+        patient=PATIENT,
+        study=StudySpec(study_date="20240301"),
+        anatomy=anatomy,
+    )
+    result = analyze_study(tmp_path / "study", tmp_path / "out", segmenter=Segmenter(default_segmentation_package()))
+    store = TwinStore(
+        f"sqlite:///{tmp_path / 'twin.sqlite3'}", artifacts_dir=tmp_path / "artifacts", settings=Settings()
+    )
+    analysis = store.attach_analysis(result, actor="pacs")
+    key = store.patient_key_for(PATIENT.patient_id)
+    egfr = ObservationInput(
+        code="62238-1",
+        display="eGFR",
+        value=71.0,
+        unit="mL/min/{1.73_m2}",
+        effective_at=datetime(2024, 2, 20, 8, tzinfo=UTC),
+    )
+    store.record_observation(key, egfr, actor="lab")
+    yield MassCase(tmp_path / "study", study.series[0], store, analysis.analysis_id, OutcomeModel())
+    store.close()
+
+
+def test_a_radiologists_seg_is_recorded_and_the_scenarios_run_on_its_masks(mass_case):
+    receipt = receive_expert_seg(
+        mass_case.store, mass_case.seg_bytes(), via="api", actor="api:reading-room", outcome_model=mass_case.model
+    )
+    assert receipt["analysis_id"] == mass_case.analysis_id and not receipt["already_recorded"]
+    assert receipt["author"] == "Radiologist Rita"
+    assert {s["structure"] for s in receipt["segments"]} == {"kidney_right", "kidney_left", "renal_tumor"}
+    scenarios = receipt["scenarios"]
+    assert scenarios["computed"], scenarios
+    assert scenarios["mask_source"].startswith("expert_seg:")
+    assert "62238-1" in scenarios["inputs"]["sources"]["preop_egfr_ml_min_1_73m2"]
+    assert scenarios["inputs"]["sources"]["radiographic_size_cm"]  # measured on the expert tumour
+    assert "smoking_history" in scenarios["inputs"]["missing"]
+    egfr = {e["scenario"]: e["egfr_ml_min_1_73m2"] for e in scenarios["new_baseline_egfr"]}
+    assert 0 < egfr["radical_nephrectomy"] < egfr["partial_nephrectomy"] < 71.0 * 1.3
+    key = mass_case.store.patient_key_for(PATIENT.patient_id)
+    summary = mass_case.store.summary(key, actor="test")
+    recorded = [p for p in summary.predictions if p.mask_source == scenarios["mask_source"]]
+    assert len(recorded) == len(scenarios["recorded_prediction_ids"]) == len(scenarios["predictions"]) + 2
+    (analysis,) = summary.analyses
+    (expert,) = analysis.expert_segmentations
+    assert expert.author == "Radiologist Rita" and expert.received_via == "api"
+    assert mass_case.store.artifacts.exists(expert.artifact_sha256)
+
+    again = receive_expert_seg(
+        mass_case.store, mass_case.seg_bytes(), via="api", actor="api:reading-room", outcome_model=mass_case.model
+    )
+    assert not again["already_recorded"]  # a new SEG (new UIDs): recorded as a second reading
+    same = mass_case.seg_bytes()
+    first = receive_expert_seg(mass_case.store, same, via="c-store", actor="x", outcome_model=mass_case.model)
+    repeat = receive_expert_seg(mass_case.store, same, via="c-store", actor="x", outcome_model=mass_case.model)
+    assert repeat["already_recorded"] and repeat["expert_segmentation_id"] == first["expert_segmentation_id"]
+    assert repeat["scenarios"] is None  # nothing recomputed
+    after = mass_case.store.summary(key, actor="test")
+    assert len(after.predictions) == 3 * len(recorded)
+
+
+def test_no_scenarios_for_a_scan_after_the_kidney_operation(mass_case):
+    key = mass_case.store.patient_key_for(PATIENT.patient_id)
+    operation = ProcedureInput(
+        "175905003", "Radical nephrectomy", datetime(2024, 2, 1).date(), "http://snomed.info/sct"
+    )
+    mass_case.store.record_procedure(key, operation, actor="dr.who")
+    receipt = receive_expert_seg(
+        mass_case.store, mass_case.seg_bytes(), via="api", actor="x", outcome_model=mass_case.model
+    )
+    assert not receipt["scenarios"]["computed"]
+    assert "pre-operative scans only" in receipt["scenarios"]["reason"]
+    assert mass_case.store.summary(key, actor="t").predictions == ()
+
+
+def _refused(case: MassCase, data: bytes, message: str) -> None:
+    key = case.store.patient_key_for(PATIENT.patient_id)
+    with pytest.raises(ExpertSegError, match=message):
+        receive_expert_seg(case.store, data, via="api", actor="x", outcome_model=case.model)
+    summary = case.store.summary(key, actor="t")
+    assert summary.analyses[0].expert_segmentations == () and summary.predictions == ()
+
+
+def test_a_seg_of_an_unanalysed_series_is_refused(mass_case):
+    dataset = pydicom.dcmread(io.BytesIO(mass_case.seg_bytes()))
+    dataset.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    _refused(mass_case, buffer.getvalue(), "series 1.2.3.4.5, which has no completed analysis")
+
+
+def test_a_seg_of_another_patient_is_refused(mass_case):
+    _refused(mass_case, mass_case.seg_bytes(patient_id="SOMEONE-ELSE"), "not the patient")
+
+
+def test_a_seg_without_kidney_or_mass_is_refused(mass_case):
+    _refused(mass_case, mass_case.seg_bytes({"liver": "liver"}), "no kidney, renal tumour or renal cyst segment")
+
+
+def test_bytes_that_are_no_dicom_are_refused(mass_case):
+    _refused(mass_case, b"not dicom at all" * 20, "not a readable DICOM instance")
