@@ -151,7 +151,9 @@ class ApiKeyMiddleware:
 
 # Routes whose input has file fields: multipart/form-data only (BentoML would otherwise read a JSON body as a URL
 # to download).
-FILE_ROUTES = frozenset({"/v1/analyze", "/v1/analyze_job", "/v1/analyze_job/submit", "/v1/outcome/predict"})
+FILE_ROUTES = frozenset(
+    {"/v1/analyze", "/v1/analyze_job", "/v1/analyze_job/submit", "/v1/outcome/predict", "/v1/analyses/expert_seg"}
+)
 
 
 def _header(scope: dict, wanted: bytes) -> str | None:

@@ -7,7 +7,9 @@ streamed: each part goes to a file as it arrives (``serving.stow_parts``), so a 
 
 The answer is the standard DICOM JSON Store Instances Response: ReferencedSOPSequence for what was stored,
 FailedSOPSequence with a FailureReason for what was not; 200 all stored, 202 some, 409 none. A body that is not
-multipart/related of application/dicom gets 415 with a JSON error.
+multipart/related of application/dicom gets 415 with a JSON error. A DICOM SEG is taken at once as a radiologist's
+masks of an analysed series (``twin_imaging.expert_intake``), or refused with FailureReason 0xC000 and an Error
+Comment (0000,0902) saying why.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from starlette.routing import Route
 from serving.errors import error_response
 from serving.stow_parts import PartSpooler
 from twin_imaging.errors import DicomInputError
+from twin_imaging.expert_intake import ExpertSegError, receive_expert_seg
 from twin_imaging.inbox import StudyMismatchError, UnsupportedSopClassError
+from twin_imaging.io.expert_seg import SEGMENTATION_SOP_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,12 @@ async def store_instances(request: Request) -> Response:
                     functools.partial(inbox.store_file, part.path, sender=sender, only_study=wanted_study)
                 )
             except UnsupportedSopClassError as exc:
+                if exc.sop_class_uid == SEGMENTATION_SOP_CLASS:  # a radiologist's masks of an analysed series
+                    principal = request.state.principal
+                    scoped = None if principal.sees_everything else sender
+                    item = await _expert_seg(part.path, sender, scoped)
+                    (stored if item.get("00081150", {}).get("Value") else failed).append(item)
+                    continue
                 failed.append(_sop_item(exc.sop_class_uid, "", reason=SOP_CLASS_NOT_SUPPORTED))
             except StudyMismatchError as exc:
                 failed.append(_sop_item(exc.sop_class_uid, exc.sop_instance_uid, reason=STUDY_UID_MISMATCH))
@@ -104,6 +114,31 @@ async def store_instances(request: Request) -> Response:
     status = 200 if not failed else 202 if stored else 409
     log.info("STOW-RS: %d stored, %d failed", len(stored), len(failed))
     return JSONResponse(answer, status_code=status, media_type="application/dicom+json")
+
+
+async def _expert_seg(path: Path, sender: str, only_sent_by: str | None) -> dict:
+    """Record a SEG as expert masks (``twin_imaging.expert_intake``): its stored item, or a failed one whose
+    FailureReason is 0xC000 and whose Error Comment (0000,0902) says why."""
+    service = bentoml.get_current_service()
+    data = await anyio.to_thread.run_sync(path.read_bytes)
+    try:
+        receipt = await anyio.to_thread.run_sync(
+            functools.partial(
+                receive_expert_seg,
+                service.store,
+                data,
+                via="stow-rs",
+                actor=sender,
+                outcome_model=service.outcome,
+                only_sent_by=only_sent_by,
+            )
+        )
+    except ExpertSegError as exc:
+        log.info("STOW-RS: refused a SEG: %s", exc)
+        item = _sop_item("", "", reason=CANNOT_UNDERSTAND)
+        item["00000902"] = {"vr": "LO", "Value": [str(exc)[:64]]}
+        return item
+    return _sop_item(SEGMENTATION_SOP_CLASS, receipt["sop_instance_uid"])
 
 
 dicomweb_app = Starlette(

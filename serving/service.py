@@ -30,6 +30,7 @@ from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
 from serving.openapi import document_dicomweb_routes
 from twin_imaging.errors import ModelError
+from twin_imaging.expert_intake import receive_expert_seg
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.models.package import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
@@ -150,6 +151,16 @@ class TwinImaging:
         """One analysis: its study and series, model, measurements and artifacts."""
         actor = _actor(ctx)
         return v.to_jsonable(self.store.analysis(analysis_id, actor=actor, only_sent_by=_scoped(ctx)))
+
+    @bentoml.api(route="/v1/analyses/expert_seg")
+    @json_errors
+    def expert_seg(self, seg: Path, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """A radiologist's DICOM SEG of an analysed series (kidney, renal tumour, cyst by SNOMED CT code): recorded
+        on the twin and preferred over the model's masks; the surgical scenarios are recomputed on it."""
+        data = seg.read_bytes()  # the body limit of the middleware bounds it
+        return receive_expert_seg(
+            self.store, data, via="api", actor=_actor(ctx), outcome_model=self.outcome, only_sent_by=_scoped(ctx)
+        )
 
     @bentoml.api(route="/v1/artifacts/download")
     @json_errors

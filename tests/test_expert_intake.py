@@ -141,7 +141,7 @@ def test_a_seg_of_an_unanalysed_series_is_refused(mass_case):
     dataset.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5"
     buffer = io.BytesIO()
     dataset.save_as(buffer)
-    _refused(mass_case, buffer.getvalue(), "series 1.2.3.4.5, which has no completed analysis")
+    _refused(mass_case, buffer.getvalue(), "no completed analysis of series 1.2.3.4.5")
 
 
 def test_a_seg_of_another_patient_is_refused(mass_case):

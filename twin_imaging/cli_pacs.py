@@ -33,6 +33,18 @@ def _send():
     return lambda destination, datasets: send_results(destination, datasets, settings)
 
 
+def _outcome_model():
+    """The outcome model for the scenarios of a radiologist's SEG; None (said in the log) where it cannot load."""
+    from twin_imaging.errors import ModelError
+    from twin_imaging.outcome.model import OutcomeModel
+
+    try:
+        return OutcomeModel()
+    except ModelError as exc:
+        logging.getLogger(__name__).warning("no outcome model: SEGs are recorded without scenarios (%s)", exc)
+        return None
+
+
 @click.group()
 def pacs() -> None:
     """Pull studies from a DICOMweb PACS and push the results back; deliver what is queued."""
@@ -160,6 +172,7 @@ def listen(ae_title, host, port, allowed, destination, quiet_seconds, max_associ
         store=store,
         send=_send(),
         segmenter=Segmenter(default_segmentation_package()),
+        outcome_model=_outcome_model(),
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

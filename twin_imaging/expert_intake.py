@@ -22,7 +22,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from twin_imaging.errors import DicomInputError
+from twin_imaging.errors import DicomInputError, UnknownAnalysisError
 from twin_imaging.io.expert_seg import describe_expert_seg, read_expert_labels
 from twin_imaging.io.nifti import read_nifti
 from twin_imaging.outcome.twin_scenarios import has_renal_mass, run_twin_scenarios
@@ -42,8 +42,10 @@ def receive_expert_seg(
     actor: str,
     outcome_model=None,
     margin_mm: float = 5.0,
+    only_sent_by: str | None = None,
 ) -> dict[str, Any]:
-    """Check, record and use one SEG (see the module docstring); the receipt as JSON."""
+    """Check, record and use one SEG (see the module docstring); the receipt as JSON. ``only_sent_by``: an actor
+    whose key reads only what it sent; a series analysed for anyone else is, to it, a series never analysed."""
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError) as exc:
@@ -53,10 +55,15 @@ def receive_expert_seg(
     except DicomInputError as exc:
         raise ExpertSegError(str(exc)) from None
     found = store.current_analysis_of_series(info.referenced_series_uid, actor=actor)
+    if found is not None and only_sent_by is not None:
+        try:
+            store.analysis(found[1].analysis_id, actor=actor, only_sent_by=only_sent_by)
+        except UnknownAnalysisError:
+            found = None
     if found is None:
         raise ExpertSegError(
-            f"the SEG references series {info.referenced_series_uid}, which has no completed analysis in the twin: "
-            "send the series first, then its SEG"
+            f"no completed analysis of series {info.referenced_series_uid}, which the SEG references: send the "
+            "series first, then its SEG"
         )
     patient_key, analysis = found
     if not info.patient_id or store.patient_key_for(info.patient_id) != patient_key:
@@ -82,6 +89,7 @@ def receive_expert_seg(
     )
     receipt: dict[str, Any] = {
         "expert_segmentation_id": record.expert_segmentation_id,
+        "sop_instance_uid": info.sop_instance_uid,
         "analysis_id": analysis.analysis_id,
         "series_instance_uid": info.referenced_series_uid,
         "author": record.author,

@@ -291,3 +291,51 @@ def _sources(seg: pydicom.Dataset) -> set[str]:
         for frame in seg.PerFrameFunctionalGroupsSequence
         for ref in frame.DerivationImageSequence[0].SourceImageSequence
     }
+
+
+def _c_store_answers(port: int, datasets) -> list:
+    """The full C-STORE answers (Status and, where refused, Error Comment)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title="TESTSCU")
+    for pair in {(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}:
+        ae.add_requested_context(*pair)
+    association = ae.associate("127.0.0.1", port, ae_title="TWIN")
+    assert association.is_established
+    answers = [association.send_c_store(ds) for ds in datasets]
+    association.release()
+    return answers
+
+
+def test_a_radiologists_seg_comes_in_by_c_store_and_a_bad_one_is_refused_with_the_reason(pacs, tmp_path):
+    from tests.test_expert_intake import KIDNEYS_AND_TUMOUR, TUMOUR
+    from twin_imaging.testing import PhantomAnatomy
+    from twin_imaging.testing.expert_seg import radiologist_seg
+    from twin_imaging.twin.store import TwinStore
+
+    orthanc, listener = pacs
+    study = write_phantom_study(
+        tmp_path / "mass",
+        (SeriesSpec(geometry=GEOMETRY),),
+        patient=PatientSpec("LISTEN-SEG"),
+        anatomy=PhantomAnatomy().with_structure(TUMOUR),
+        seed=11,
+    )
+    sources = [pydicom.dcmread(p) for p in study.paths]
+    assert set(c_store(listener.port, sources)) == {0x0000}
+    wait_for(lambda: seg_series(orthanc, study.study_instance_uid), 120, "the analysis of the study with a mass")
+    seg = radiologist_seg(sources, study.series[0].phantom.labels, KIDNEYS_AND_TUMOUR)
+    seg.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    stray = radiologist_seg(sources, study.series[0].phantom.labels, KIDNEYS_AND_TUMOUR)
+    stray.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.826.0.1.3680043.99.1"
+    stray.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    accepted, refused = _c_store_answers(listener.port, [seg, stray])
+    assert accepted.Status == 0x0000
+    assert refused.Status == 0xC000 and "no completed analys" in refused.ErrorComment
+    with TwinStore(f"sqlite:///{listener.root / 'data' / 'twin.sqlite3'}", artifacts_dir=listener.root / "x") as store:
+        summary = store.summary(store.patient_key_for("LISTEN-SEG"), actor="test")
+        (analysis,) = [a for a in summary.analyses if a.superseded_by is None]
+        (expert,) = analysis.expert_segmentations
+        assert expert.received_via == "c-store" and expert.sop_instance_uid == seg.SOPInstanceUID
+        sources_of = {p.mask_source for p in summary.predictions}
+        assert sources_of == {f"expert_seg:{seg.SOPInstanceUID}"}  # the scenarios ran on the radiologist's masks

@@ -495,6 +495,13 @@ def test_stow_rs_refusals(api, analysed, studies):
     body, content_type = multipart_related([("application/dicom", seg)])
     refused = api.post("/dicomweb/studies", "integration", content=body, headers={"content-type": content_type})
     assert refused.status_code == 409, refused.text
+    failure = refused.json()["00081198"]["Value"][0]  # our own SEG sent back: an algorithm's, not a radiologist's
+    assert failure["00081197"]["Value"] == [0xC000] and "AUTOMATIC" in failure["00000902"]["Value"][0]
+    sr = api.post(
+        "/v1/artifacts/download", json={"analysis_id": analysed[0]["analysis_id"], "kind": "dicom_sr"}
+    ).content
+    body, content_type = multipart_related([("application/dicom", sr)])
+    refused = api.post("/dicomweb/studies", "integration", content=body, headers={"content-type": content_type})
     assert refused.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0122]  # SOP class not supported
     one = sorted(studies.pre.glob("*.dcm"))[0].read_bytes()
     body, content_type = multipart_related([("application/dicom", one), ("application/dicom", b"not dicom")])

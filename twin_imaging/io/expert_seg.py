@@ -7,9 +7,12 @@ Segments are mapped by their Segmented Property Type (SNOMED CT), never by their
 - renal tumour: 108369006 Neoplasm (Tumor), 4147007 Mass or 52988006 Lesion;
 - renal cyst: 367643001 Cyst.
 
-Any other segment is listed as not used. A SEG with no kidney, tumour or cyst segment is refused: it cannot stand in
-for the model's kidney masks. The label map is placed on the analysed series' grid by ``read_dicom_seg`` (by source
-instance, else by geometry; a SEG whose frames do not lie on that grid is refused).
+Any other segment is listed as not used, and so is a segment whose Segment Algorithm Type is AUTOMATIC: only a
+person's masks (MANUAL, or SEMIAUTOMATIC: drawn with a tool's help and accepted by its author) replace the model's,
+so a SEG written by twin-imaging itself or another algorithm and sent back is refused. A SEG with no such kidney,
+tumour or cyst segment is refused: it cannot stand in for the model's kidney masks. The label map is placed on the
+analysed series' grid by ``read_dicom_seg`` (by source instance, else by geometry; a SEG whose frames do not lie on
+that grid is refused).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ _KIDNEY, _RIGHT_KIDNEY, _LEFT_KIDNEY = "64033007", "9846003", "18639004"
 _RIGHT, _LEFT = "24028007", "7771000"
 _TUMOUR_CODES = {"108369006": "Neoplasm", "4147007": "Mass", "52988006": "Lesion"}
 _CYST_CODES = {"367643001": "Cyst"}
+_BY_A_PERSON = {"MANUAL", "SEMIAUTOMATIC"}
 # the label values of the map ``read_expert_labels`` returns
 EXPERT_LABELS = {1: "kidney_right", 2: "kidney_left", 3: "kidney", 4: "renal_tumor", 5: "renal_cyst"}
 _VALUE_OF = {name: value for value, name in EXPERT_LABELS.items()}
@@ -44,6 +48,7 @@ class ExpertSegment:
     code: str  # SNOMED CT code of the Segmented Property Type
     meaning: str
     structure: str | None  # kidney_right, kidney_left, kidney, renal_tumor, renal_cyst; None: not used
+    algorithm_type: str = ""  # MANUAL, SEMIAUTOMATIC, AUTOMATIC
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +57,7 @@ class ExpertSegment:
             "code": self.code,
             "meaning": self.meaning,
             "structure": self.structure,
+            "algorithm_type": self.algorithm_type,
         }
 
 
@@ -80,6 +86,11 @@ def describe_expert_seg(dataset: Dataset) -> ExpertSegInfo:
             f"the SEG must reference exactly one source series (ReferencedSeriesSequence), found {len(set(referenced))}"
         )
     segments = tuple(_segment(item) for item in dataset.get("SegmentSequence", []))
+    if not any(s.structure for s in segments) and any(s.algorithm_type == "AUTOMATIC" for s in segments):
+        raise DicomInputError(
+            "the SEG's kidney and mass segments are AUTOMATIC (an algorithm's): only a radiologist's MANUAL or "
+            "SEMIAUTOMATIC segmentation replaces the model's masks"
+        )
     if not any(s.structure for s in segments):
         found = ", ".join(f"{s.number} {s.label!r} ({s.code} {s.meaning})" for s in segments) or "none"
         raise DicomInputError(
@@ -121,14 +132,15 @@ def read_expert_labels(dataset: Dataset, info: ExpertSegInfo, reference: Volume)
 def _segment(item: Dataset) -> ExpertSegment:
     number = int(item.SegmentNumber)
     label = str(item.get("SegmentLabel", "") or "")
+    algorithm = str(item.get("SegmentAlgorithmType", "") or "").upper()
     types = item.get("SegmentedPropertyTypeCodeSequence") or []
     if not types:
-        return ExpertSegment(number, label, "", "", None)
+        return ExpertSegment(number, label, "", "", None, algorithm)
     concept = types[0]
     code, scheme = str(concept.get("CodeValue", "")), str(concept.get("CodingSchemeDesignator", ""))
     meaning = str(concept.get("CodeMeaning", ""))
-    if scheme not in _SCHEMES:
-        return ExpertSegment(number, label, code, meaning, None)
+    if scheme not in _SCHEMES or algorithm not in _BY_A_PERSON:
+        return ExpertSegment(number, label, code, meaning, None, algorithm)
     modifiers = {str(m.get("CodeValue", "")) for m in concept.get("SegmentedPropertyTypeModifierCodeSequence", [])}
     structure = None
     if code == _RIGHT_KIDNEY or (code == _KIDNEY and _RIGHT in modifiers):
@@ -141,7 +153,7 @@ def _segment(item: Dataset) -> ExpertSegment:
         structure = "renal_tumor"
     elif code in _CYST_CODES:
         structure = "renal_cyst"
-    return ExpertSegment(number, label, code, meaning, structure)
+    return ExpertSegment(number, label, code, meaning, structure, algorithm)
 
 
 def _author(dataset: Dataset) -> str:

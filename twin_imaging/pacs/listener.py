@@ -1,8 +1,10 @@
 """A DICOM C-STORE listener (pynetdicom SCP): studies come in, results go out.
 
 Each received CT/MR instance is written durably (fsync, ``twin_imaging.inbox``) before its C-STORE is answered with
-success; a non-image SOP class is answered 0x0122 (SOP class not supported), an unreadable one 0xC000. C-ECHO is
-answered. Only the configured calling AE titles may associate (none configured: any), at most N associations at once.
+success; a DICOM SEG is taken as a radiologist's masks of an analysed series (``twin_imaging.expert_intake``: recorded,
+scenarios recomputed) before its answer, or refused with 0xC000 and an Error Comment saying why; any other non-image
+SOP class is answered 0x0122 (SOP class not supported), an unreadable instance 0xC000. C-ECHO is answered. Only the
+configured calling AE titles may associate (none configured: any), at most N associations at once.
 A study is complete when no instance of it has arrived for ``quiet_seconds``; it is then analysed, attached to the
 twin, and its results (SEG, SR, overlay captures) go to the destination through the outbox, which retries until
 delivered and survives a restart, as the inbox does.
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from twin_imaging.errors import DicomInputError
 from twin_imaging.inbox import IMAGE_SOP_CLASSES, ClaimedStudy, StudyInbox, UnsupportedSopClassError
+from twin_imaging.io.expert_seg import SEGMENTATION_SOP_CLASS
 from twin_imaging.pacs.outbox import Destination, Outbox
 from twin_imaging.pacs.results import result_datasets, superseded_rejection
 
@@ -40,9 +43,12 @@ class ListenerConfig:
 
 
 class StudyListener:
-    def __init__(self, config: ListenerConfig, *, inbox: StudyInbox, outbox: Outbox, store, send, segmenter) -> None:
+    def __init__(
+        self, config: ListenerConfig, *, inbox: StudyInbox, outbox: Outbox, store, send, segmenter, outcome_model=None
+    ) -> None:
         self.config = config
         self.inbox, self.outbox, self.store, self.send, self.segmenter = inbox, outbox, store, send, segmenter
+        self.outcome_model = outcome_model
         self._stop = threading.Event()
         self._server = None
         self._worker = None
@@ -52,6 +58,8 @@ class StudyListener:
     def handle_store(self, event) -> int:
         try:
             sop_class = str(event.request.AffectedSOPClassUID)
+            if sop_class == SEGMENTATION_SOP_CLASS and self.store is not None:
+                return self._expert_seg(bytes(event.encoded_dataset()))
             if sop_class not in IMAGE_SOP_CLASSES:
                 log.info("refused an instance of SOP class %s (not CT/MR)", sop_class)
                 return SOP_CLASS_NOT_SUPPORTED
@@ -64,6 +72,29 @@ class StudyListener:
         except OSError:
             log.exception("could not write a received instance")
             return OUT_OF_RESOURCES
+        return 0x0000
+
+    def _expert_seg(self, data: bytes):
+        """A radiologist's SEG: recorded (status 0x0000) or refused with 0xC000 and the reason as Error Comment."""
+        from pydicom.dataset import Dataset
+
+        from twin_imaging.expert_intake import ExpertSegError, receive_expert_seg
+
+        try:
+            receipt = receive_expert_seg(
+                self.store,
+                data,
+                via="c-store",
+                actor=f"dicom-listener:{self.config.ae_title}",
+                outcome_model=self.outcome_model,
+            )
+        except ExpertSegError as exc:
+            log.info("refused a SEG: %s", exc)
+            status = Dataset()
+            status.Status = CANNOT_UNDERSTAND
+            status.ErrorComment = str(exc)[:64]  # LO: at most 64 characters; the log has all of it
+            return status
+        log.info("SEG recorded as expert masks of analysis %s", receipt["analysis_id"])
         return 0x0000
 
     def start(self) -> None:
