@@ -37,6 +37,7 @@ PHASE_TARGET_HU: dict[str, dict[str, tuple[float, float]]] = {
         "adrenal_gland_left": (10.0, 35.0),
         "stomach": (25.0, 45.0),
         "esophagus": (30.0, 45.0),
+        "renal_tumor": (25.0, 45.0),  # a renal cell carcinoma before contrast: near soft tissue
     },
     "arterial": {
         "liver": (60.0, 85.0),
@@ -49,6 +50,7 @@ PHASE_TARGET_HU: dict[str, dict[str, tuple[float, float]]] = {
         "pancreas": (100.0, 140.0),
         "adrenal_gland_right": (50.0, 90.0),
         "adrenal_gland_left": (50.0, 90.0),
+        "renal_tumor": (80.0, 200.0),  # clear-cell carcinomas enhance avidly and early; others less
     },
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -23,6 +24,7 @@ from training.paths import resolve_config_path
 from twin_imaging.datalist import label_lookup, read_datalist
 from twin_imaging.io import read_image
 from twin_imaging.models.card import IntensitySpec, PreprocessingSpec
+from twin_imaging.settings import get_settings
 from twin_imaging.testing import PhantomAnatomy, PhantomGeometry, make_phantom
 from twin_imaging.transforms import preprocess_image, preprocess_labels, resample_to_grid
 from twin_imaging.volume import Volume
@@ -73,6 +75,50 @@ def phantom_case(index: int, *, seed: int, spec: PreprocessingSpec, structures: 
     phantom = make_phantom(geometry, anatomy=anatomy, noise_hu_sd=float(rng.uniform(5, 25)), seed=int(index))
     lookup = label_lookup(phantom.labels.label_names or {}, structures)
     return prepare_case(f"phantom_{index:03d}", phantom.image, phantom.labels, lookup, spec, "phantom")
+
+
+def lesion_variants(
+    cases: list[PreparedCase], per_case: int, hp, structures: Sequence[str], *, seed: int
+) -> list[PreparedCase]:
+    """``per_case`` copies of each case with one synthetic renal lesion (see ``training.synthetic_lesions``)."""
+    from training.synthetic_lesions import InsertionSpec, ShapeBank, insert_lesion
+
+    if per_case <= 0 or not cases:
+        return []
+    missing = {"renal_tumor", "renal_cyst"} - set(structures)
+    if missing:
+        raise ValueError(f"lesion variants need the structures {sorted(missing)} in model.structures")
+    bank = ShapeBank.load(_bank_path(hp.lesion_bank))
+    value = {name: index for index, name in enumerate(structures, start=1)}
+    spec = InsertionSpec(
+        window_hu=tuple(hp.window_hu),
+        spacing_mm=tuple(hp.spacing_mm),
+        kidney_labels=tuple(value[k] for k in ("kidney_right", "kidney_left") if k in value),
+        tumor_label=value["renal_tumor"],
+        cyst_label=value["renal_cyst"],
+    )
+    made = []
+    for case_index, case in enumerate(cases):
+        rng = np.random.default_rng([seed, case_index])
+        for variant in range(per_case):
+            inserted = None
+            for _ in range(5):  # a lesion can land in air or another organ: try another place
+                inserted = insert_lesion(case.image[0], case.labels[0], bank, spec, rng)
+                if inserted is not None:
+                    break
+            if inserted is None:
+                continue
+            image, labels, info = inserted
+            case_id = f"{case.case_id}+{info['kind']}{variant}"
+            made.append(PreparedCase(case_id, image[None], labels[None], f"{case.source}+synthetic_{info['kind']}"))
+            log.info("%s: %s of %.1f mL from %s", case_id, info["kind"], info["volume_ml"], info["source_case"])
+    return made
+
+
+def _bank_path(name: str) -> Path:
+    """An absolute path as given; a relative one under the prepared-data folder (where prepare_kits_shapes writes)."""
+    path = Path(name)
+    return path if path.is_absolute() else get_settings().prepared_data_dir / path
 
 
 def case_weights(cases: list[PreparedCase], phantom_fraction: float | None) -> np.ndarray:
@@ -155,6 +201,10 @@ class SegmentationDataModule(L.LightningDataModule):
         train_folds / val_folds: which folds train and validate (a case without a fold trains).
         phantom_train_cases / phantom_val_cases: synthetic abdomens added to training / validation.
         phantom_fraction: share of training patches drawn from phantoms (default: cases drawn uniformly).
+        lesion_bank: a shape bank of ``training.prepare_kits_shapes``; with it, ``lesion_variants`` copies of each
+            training case (and ``lesion_val_variants`` of each validation case) get one synthetic renal tumour or
+            cyst (``training.synthetic_lesions``), labelled ``renal_tumor`` / ``renal_cyst`` (both must be among the
+            structures). The originals stay: the network also sees tumour-free kidneys.
         structures, spacing_mm, window_hu, patch_size: linked from the model's arguments.
     """
 
@@ -168,6 +218,9 @@ class SegmentationDataModule(L.LightningDataModule):
         phantom_train_cases: int = 0,
         phantom_val_cases: int = 0,
         phantom_fraction: float | None = None,
+        lesion_bank: str | None = None,
+        lesion_variants: int = 0,
+        lesion_val_variants: int = 0,
         structures: list[str] | None = None,
         spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),
         window_hu: tuple[float, float] = (-200.0, 300.0),
@@ -216,6 +269,9 @@ class SegmentationDataModule(L.LightningDataModule):
             self.val_cases.append(phantom_case(10_000 + index, seed=hp.seed, spec=spec, structures=structures))
         if not self.train_cases:
             raise ValueError("no training cases: give a datalist with labelled cases or phantom_train_cases > 0")
+        if hp.lesion_bank and (hp.lesion_variants or hp.lesion_val_variants):
+            self.train_cases += lesion_variants(self.train_cases, hp.lesion_variants, hp, structures, seed=hp.seed)
+            self.val_cases += lesion_variants(self.val_cases, hp.lesion_val_variants, hp, structures, seed=hp.seed + 1)
         log.info(
             "training cases: %s; validation cases: %s",
             [c.case_id for c in self.train_cases],

@@ -149,14 +149,33 @@ class SegmentationModule(L.LightningModule):
 
 
 def load_network_weights(module: SegmentationModule, checkpoint_path: str | Path) -> None:
-    """Copy the network weights of another run's checkpoint into ``module`` (same network and classes)."""
+    """Copy the network weights of another run's checkpoint into ``module``: the same network, and the same classes
+    or more. Where this model appends structures to the checkpoint's (e.g. renal masses after the organs), the
+    layers that produce the classes keep the checkpoint's channels for the classes both have and start the new ones
+    from their fresh initialisation."""
     checkpoint = torch.load(resolve_config_path(checkpoint_path), map_location="cpu", weights_only=False)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    theirs = list(checkpoint.get("hyper_parameters", {}).get("structures") or [])
+    ours = list(module.hparams.structures)
+    if theirs and theirs != ours[: len(theirs)]:
+        raise ValueError(f"{checkpoint_path}: its structures {theirs} are not the first of this model's {ours}")
+    own = module.net.state_dict()
+    grown = []
+    for name, value in weights.items():
+        target = own.get(name)
+        if target is not None and target.shape != value.shape and theirs and len(ours) > len(theirs):
+            if target.ndim != value.ndim or any(t < v for t, v in zip(target.shape, value.shape, strict=True)):
+                raise ValueError(f"{checkpoint_path}: {name} {tuple(value.shape)} cannot grow to {tuple(target.shape)}")
+            merged = target.clone()
+            merged[tuple(slice(0, n) for n in value.shape)] = value
+            weights[name] = merged
+            grown.append(name)
     try:
         module.net.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{checkpoint_path}: its network does not match this model's: {exc}") from None
-    print(f"network weights from {checkpoint_path} (step {checkpoint.get('global_step', '?')})", flush=True)
+    extra = f"; {len(grown)} class layer(s) grown for {ours[len(theirs) :]}" if grown else ""
+    print(f"network weights from {checkpoint_path} (step {checkpoint.get('global_step', '?')}){extra}", flush=True)
 
 
 CARD_WORDS = {

@@ -74,3 +74,34 @@ def test_case_weights_give_phantoms_their_share():
     weights = case_weights(cases + real, 0.3)
     assert np.isclose(weights[:3].sum(), 0.3) and np.isclose(weights[3], 0.7)
     assert np.allclose(case_weights(cases + real, None), 0.25)
+
+
+def test_lesion_variants_are_added_beside_the_originals(tmp_path):
+    from tests.training.test_synthetic_lesions import _bank
+    from training.data import SegmentationDataModule
+
+    _bank().save(tmp_path / "bank")
+    structures = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
+    data = SegmentationDataModule(
+        phantom_train_cases=2,
+        phantom_val_cases=1,
+        lesion_bank=str(tmp_path / "bank"),
+        lesion_variants=2,
+        lesion_val_variants=1,
+        structures=structures,
+        spacing_mm=(3.0, 3.0, 3.0),
+        window_hu=(-125.0, 275.0),
+    )
+    data.setup("fit")
+    synthetic = [c for c in data.train_cases if "+synthetic_" in c.source]
+    assert len(data.train_cases) == 2 + 4 and len(synthetic) == 4
+    assert all(np.isin(c.labels, [6, 7]).any() for c in synthetic)
+    assert not any(np.isin(c.labels, [6, 7]).any() for c in data.train_cases if c not in synthetic)
+    assert len(data.val_cases) == 2
+    with pytest.raises(ValueError, match="renal_cyst"):
+        SegmentationDataModule(
+            phantom_train_cases=1,
+            lesion_bank=str(tmp_path / "bank"),
+            lesion_variants=1,
+            structures=structures[:-1],
+        ).setup("fit")

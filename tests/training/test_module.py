@@ -35,3 +35,29 @@ def test_init_weights_of_another_network_is_refused_by_name(tmp_path):
     torch.save({"state_dict": module(("liver", "spleen", "aorta")).state_dict()}, path)
     with pytest.raises(ValueError, match="does not match"):
         load_network_weights(module(), path)
+
+
+def test_init_weights_grow_the_class_layers_for_structures_appended(tmp_path):
+    torch.manual_seed(0)
+    source = module(("liver", "spleen"))
+    path = tmp_path / "organs.ckpt"
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, path)
+    target = module(("liver", "spleen", "renal_tumor"))
+    load_network_weights(target, path)
+    theirs, ours = source.net.state_dict(), target.net.state_dict()
+    grown = [name for name in theirs if theirs[name].shape != ours[name].shape]
+    assert grown  # the layers that produce the classes
+    for name, value in theirs.items():  # every weight the two share is the checkpoint's
+        assert torch.equal(ours[name][tuple(slice(0, n) for n in value.shape)], value), name
+    image = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        old, new = source.eval()(image), target.eval()(image)
+    assert new.shape[1] == 4 and old.shape[1] == 3
+
+
+def test_init_weights_with_other_structures_first_are_refused(tmp_path):
+    source = module(("spleen", "liver"))
+    path = tmp_path / "other_order.ckpt"
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, path)
+    with pytest.raises(ValueError, match="not the first of this model's"):
+        load_network_weights(module(("liver", "spleen", "renal_tumor")), path)

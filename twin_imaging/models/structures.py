@@ -16,13 +16,20 @@ from twin_imaging.models.card import CodedConcept, StructureSpec
 
 _CATEGORY = "SegmentedPropertyCategoryCodeSequence"
 _ANATOMICAL_STRUCTURE = CodedConcept(value="123037004", scheme="SCT", meaning="Anatomical Structure")
+_ABNORMAL = CodedConcept(value="49755003", scheme="SCT", meaning="Morphologically Abnormal Structure")
 _LEFT = CodedConcept(value="7771000", scheme="SCT", meaning="Left")
 _RIGHT = CodedConcept(value="24028007", scheme="SCT", meaning="Right")
 
 
-def _builtin(type_value: str, meaning: str, color_rgb: tuple[int, int, int], modifier: CodedConcept | None = None):
+def _builtin(
+    type_value: str,
+    meaning: str,
+    color_rgb: tuple[int, int, int],
+    modifier: CodedConcept | None = None,
+    category: CodedConcept = _ANATOMICAL_STRUCTURE,
+):
     return {
-        "category": _ANATOMICAL_STRUCTURE,
+        "category": category,
         "type": CodedConcept(value=type_value, scheme="SCT", meaning=meaning),
         "type_modifier": modifier,
         "color_rgb": color_rgb,
@@ -47,6 +54,9 @@ BUILTIN_STRUCTURES: dict[str, dict] = {
     "portal_vein_and_splenic_vein": _builtin("110765007", "Portal vein and splenic vein", (174, 199, 232)),
     "adrenal_gland_left": _builtin("23451007", "Adrenal gland", (188, 189, 34), _LEFT),
     "adrenal_gland_right": _builtin("23451007", "Adrenal gland", (255, 152, 150), _RIGHT),
+    # renal masses (DICOM CID 7159 style: a morphologically abnormal structure of the kidney)
+    "renal_tumor": _builtin("108369006", "Neoplasm", (192, 0, 224), category=_ABNORMAL),
+    "renal_cyst": _builtin("367643001", "Cyst", (0, 0, 224), category=_ABNORMAL),
 }
 _TYPE = "SegmentedPropertyTypeCodeSequence"
 _MODIFIER = "SegmentedPropertyTypeModifierCodeSequence"

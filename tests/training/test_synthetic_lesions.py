@@ -1,0 +1,87 @@
+"""Synthetic renal lesions: shapes keep their volume on the model grid, an insertion labels a lesion at a kidney's
+surface with tumour-like or cyst-like values, never over another organ, and leaves the rest of the case alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_file
+from training.data import phantom_case, preprocessing_spec
+from training.synthetic_lesions import (
+    BANK_SPACING_MM,
+    InsertionSpec,
+    LesionShape,
+    ShapeBank,
+    insert_lesion,
+    shape_on_grid,
+)
+
+STRUCTURES = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
+WINDOW = (-125.0, 275.0)
+SPEC = InsertionSpec(window_hu=WINDOW, spacing_mm=(3.0, 3.0, 3.0), kidney_labels=(3, 4), tumor_label=6, cyst_label=7)
+
+
+def _ball(radius_mm: float) -> np.ndarray:
+    n = int(np.ceil(radius_mm / BANK_SPACING_MM))
+    grid = np.indices((2 * n + 1,) * 3) - n
+    return (grid**2).sum(0) * BANK_SPACING_MM**2 <= radius_mm**2
+
+
+def _bank() -> ShapeBank:
+    return ShapeBank([LesionShape("tumor", _ball(20.0), "t"), LesionShape("cyst", _ball(12.0), "c")])
+
+
+def test_a_shape_keeps_its_volume_on_a_coarser_rotated_grid():
+    shape = LesionShape("tumor", _ball(20.0), "t")
+    on_grid = shape_on_grid(shape, (3.0, 3.0, 3.0), np.random.default_rng(0))
+    assert on_grid.sum() * 27 / 1000 == pytest.approx(shape.volume_ml, rel=0.12)
+    bigger = shape_on_grid(shape, (3.0, 3.0, 3.0), np.random.default_rng(0), scale=1.25)
+    assert bigger.sum() / on_grid.sum() == pytest.approx(1.25**3, rel=0.15)
+
+
+def test_the_bank_round_trips(tmp_path):
+    bank = _bank()
+    bank.save(tmp_path / "bank")
+    again = ShapeBank.load(tmp_path / "bank")
+    assert [(s.kind, s.case_id) for s in again.shapes] == [(s.kind, s.case_id) for s in bank.shapes]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(again.shapes, bank.shapes, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["tumor", "cyst"])
+def test_an_inserted_lesion_sits_on_a_kidney_and_looks_its_kind(kind):
+    case = phantom_case(0, seed=1, spec=preprocessing_spec((3.0, 3.0, 3.0), WINDOW), structures=STRUCTURES)
+    image, labels = case.image[0], case.labels[0]
+    spec = InsertionSpec(**{**SPEC.__dict__, "cyst_probability": 1.0 if kind == "cyst" else 0.0})
+    out_image, out_labels, info = insert_lesion(image, labels, _bank(), spec, np.random.default_rng(3))
+    assert info["kind"] == kind
+    lesion = out_labels == (7 if kind == "cyst" else 6)
+    assert lesion.sum() == info["voxels"] > 50
+    assert set(np.unique(labels[lesion])) <= {0, info["kidney_label"]}  # kidney and fat only, no other organ
+    unchanged = out_labels == labels
+    assert np.array_equal(unchanged, ~lesion)
+    hu = out_image[lesion] * (WINDOW[1] - WINDOW[0]) + WINDOW[0]
+    if kind == "cyst":
+        assert -20 < np.median(hu) < 40  # near water
+    else:
+        assert 40 < np.median(hu) < 150 and hu.std() > 5  # enhancing less than the kidney, heterogeneous
+    kidney_hu = image[labels == info["kidney_label"]] * (WINDOW[1] - WINDOW[0]) + WINDOW[0]
+    assert np.median(hu) < np.median(kidney_hu) - 20
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(lesion, structure=np.ones((3, 3, 3)), iterations=2)  # the partial-volume edge
+    assert np.array_equal(out_image[~near], image[~near])  # the rest of the case is untouched
+
+
+def test_no_kidney_no_lesion():
+    image = np.zeros((20, 20, 20), np.float32)
+    labels = np.zeros((20, 20, 20), np.uint8)
+    assert insert_lesion(image, labels, _bank(), SPEC, np.random.default_rng(0)) is None
+
+
+def test_kits_masks_give_tumour_and_cyst_shapes(shared_data):
+    from training.prepare_kits_shapes import case_shapes
+
+    found = case_shapes(str(shared_file(shared_data, "kits23/case_00000/segmentation.nii.gz")))
+    tumours = [s for s in found if s.kind == "tumor"]
+    assert tumours and 5.0 < max(s.volume_ml for s in tumours) < 20.0  # case 0's tumour: about 8.7 mL

@@ -1,0 +1,180 @@
+"""Synthetic renal tumours and cysts for training: real KiTS23 shapes inserted into tumour-free kidneys.
+
+No CT of a renal tumour is available here (KiTS23's images are not; BTCV's kidneys are tumour-free), only the shapes
+of 400 expert tumour and cyst masks. Following the "synthetic tumour" idea (Hu et al., CVPR 2023: tumours synthesised
+into healthy organs train segmentation models nearly as well as real ones, for liver tumours), each training case
+gets copies with one lesion inserted:
+
+- **shape**: a KiTS tumour or cyst component, rotated at random about every axis and scaled by 0.8-1.25, on the
+  model grid (``ShapeBank``, built once by ``python -m training.prepare_kits_shapes``);
+- **place**: centred on a random surface voxel of a random kidney, so it is partly exophytic, as most renal masses
+  are; it takes the kidney and the fat around it, never another organ;
+- **appearance** (portal-venous, as BTCV): a tumour is heterogeneous and enhances less than the cortex (mean
+  60-130 HU, correlated texture of 8-20 HU, a hypodense necrotic core in 40 % of those over 4 cm); a cyst is
+  homogeneous near water (0-20 HU); both get the patch's noise back and a one-voxel partial-volume edge. The contrast
+  phase simulation (``training.augment``) then moves them with the other structures.
+
+Not modelled: mass effect (the kidney is not pushed aside), calcification, the fat of angiomyolipomas, renal-vein
+invasion. Dice on such insertions is not Dice on real tumours: the model card says which is which.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+BANK_SPACING_MM = 1.5  # isotropic grid of the stored shapes
+
+
+@dataclass(frozen=True)
+class LesionShape:
+    kind: str  # "tumor" or "cyst"
+    mask: np.ndarray  # bool, on a BANK_SPACING_MM isotropic grid
+    case_id: str
+
+    @property
+    def volume_ml(self) -> float:
+        return float(self.mask.sum()) * BANK_SPACING_MM**3 / 1000.0
+
+
+class ShapeBank:
+    """The lesion shapes of ``prepare_kits_shapes``: a .npz of packed masks and a .json of what each is."""
+
+    def __init__(self, shapes: list[LesionShape]) -> None:
+        if not shapes:
+            raise ValueError("the shape bank is empty")
+        self.shapes = shapes
+        self.by_kind = {kind: [s for s in shapes if s.kind == kind] for kind in ("tumor", "cyst")}
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShapeBank:
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        packed = np.load(path.with_suffix(".npz"))
+        shapes = []
+        for index, item in enumerate(meta["shapes"]):
+            bits = packed[f"s{index:04d}"]
+            mask = np.unpackbits(bits, count=int(np.prod(item["shape"]))).reshape(item["shape"]).astype(bool)
+            shapes.append(LesionShape(item["kind"], mask, item["case_id"]))
+        return cls(shapes)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"s{i:04d}": np.packbits(s.mask.ravel()) for i, s in enumerate(self.shapes)}
+        np.savez_compressed(path.with_suffix(".npz"), **arrays)
+        meta = {
+            "spacing_mm": BANK_SPACING_MM,
+            "shapes": [
+                {"kind": s.kind, "case_id": s.case_id, "shape": list(s.mask.shape), "volume_ml": round(s.volume_ml, 2)}
+                for s in self.shapes
+            ],
+        }
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+
+
+def shape_on_grid(
+    shape: LesionShape, spacing_mm: tuple[float, float, float], rng: np.random.Generator, *, scale: float = 1.0
+) -> np.ndarray:
+    """The shape rotated at random and scaled by ``scale``, resampled onto a grid of ``spacing_mm`` (bool)."""
+    rotation = Rotation.random(random_state=rng).as_matrix()
+    source = np.asarray(shape.mask.shape, dtype=float)
+    extent_mm = np.linalg.norm(source * BANK_SPACING_MM) * scale  # the diagonal bounds any rotation
+    out_shape = np.maximum(np.ceil(extent_mm / np.asarray(spacing_mm)).astype(int), 3)
+    # output voxel (mm, centred) → rotate back → source voxel
+    matrix = rotation.T @ np.diag(np.asarray(spacing_mm) / (BANK_SPACING_MM * scale))
+    offset = (source - 1) / 2.0 - matrix @ ((out_shape - 1) / 2.0)
+    moved = ndimage.affine_transform(
+        shape.mask.astype(np.float32), matrix, offset=offset, output_shape=tuple(out_shape), order=1
+    )
+    mask = moved >= 0.5
+    if not mask.any():  # a tiny shape on a coarse grid: keep one voxel at its centre
+        mask[tuple(s // 2 for s in mask.shape)] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class InsertionSpec:
+    window_hu: tuple[float, float]
+    spacing_mm: tuple[float, float, float]
+    kidney_labels: tuple[int, ...]  # the model's label values of the kidneys
+    tumor_label: int
+    cyst_label: int
+    cyst_probability: float = 0.3
+
+
+def insert_lesion(
+    image: np.ndarray, labels: np.ndarray, bank: ShapeBank, spec: InsertionSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """A copy of (image, labels) (windowed [0, 1], model labels; both (X, Y, Z)) with one lesion, and what was
+    inserted; None where the case has no kidney."""
+    present = [value for value in spec.kidney_labels if np.any(labels == value)]
+    if not present:
+        return None
+    kidney_value = int(rng.choice(present))
+    kidney = labels == kidney_value
+    surface = kidney & ~ndimage.binary_erosion(kidney)
+    candidates = np.argwhere(surface)
+    centre = candidates[rng.integers(len(candidates))]
+    kind = "cyst" if rng.random() < spec.cyst_probability and bank.by_kind["cyst"] else "tumor"
+    shape = bank.by_kind[kind][rng.integers(len(bank.by_kind[kind]))]
+    mask = shape_on_grid(shape, spec.spacing_mm, rng, scale=float(rng.uniform(0.8, 1.25)))
+    lesion = _placed(mask, centre, labels.shape)
+    lesion &= (labels == 0) | kidney  # into the kidney and the fat around it, never another organ
+    low, high = spec.window_hu
+    width = high - low
+    lesion &= image > (-500.0 - low) / width  # not into air (bowel gas, outside the body)
+    if lesion.sum() < 3:
+        return None
+    hu = _lesion_hu(lesion, kind, spec.spacing_mm, rng)
+    # the patch's own noise stays: the local deviation from a smoothed copy
+    noise = image - ndimage.uniform_filter(image, size=3)
+    soft = ndimage.gaussian_filter(lesion.astype(np.float32), 0.6)  # partial volume at the edge
+    target = np.clip((hu - low) / width + noise, 0.0, 1.0)
+    out_image = (image * (1.0 - soft) + target * soft).astype(image.dtype)
+    out_labels = labels.copy()
+    out_labels[lesion] = spec.cyst_label if kind == "cyst" else spec.tumor_label
+    info = {
+        "kind": kind,
+        "source_case": shape.case_id,
+        "kidney_label": kidney_value,
+        "voxels": int(lesion.sum()),
+        "volume_ml": float(lesion.sum() * np.prod(spec.spacing_mm) / 1000.0),
+    }
+    return out_image, out_labels, info
+
+
+def _placed(mask: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``mask`` centred on ``centre`` inside an array of ``shape`` (cut at the edges)."""
+    out = np.zeros(shape, dtype=bool)
+    start = centre - np.asarray(mask.shape) // 2
+    lo = np.maximum(start, 0)
+    hi = np.minimum(start + np.asarray(mask.shape), shape)
+    if np.any(hi <= lo):
+        return out
+    out[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = mask[
+        tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
+    ]
+    return out
+
+
+def _lesion_hu(lesion: np.ndarray, kind: str, spacing_mm, rng: np.random.Generator) -> np.ndarray:
+    """HU inside the lesion (elsewhere unused): see the module docstring."""
+    if kind == "cyst":
+        return np.full(lesion.shape, rng.uniform(0.0, 20.0), dtype=np.float32)
+    mean = rng.uniform(60.0, 130.0)
+    sd = rng.uniform(8.0, 20.0)
+    texture = ndimage.gaussian_filter(rng.normal(size=lesion.shape).astype(np.float32), 1.5)
+    texture *= sd / max(float(texture[lesion].std()), 1e-6)
+    hu = mean + texture
+    diameter_mm = 2.0 * (lesion.sum() * np.prod(spacing_mm) * 3.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    if diameter_mm > 40.0 and rng.random() < 0.4:  # a necrotic core: the voxels deepest inside
+        depth = ndimage.distance_transform_edt(lesion, sampling=spacing_mm)
+        core = depth > rng.uniform(0.45, 0.7) * depth.max()
+        hu = np.where(core, rng.uniform(15.0, 40.0) + 0.5 * texture, hu)
+    return hu.astype(np.float32)
