@@ -33,6 +33,7 @@ from twin_imaging.errors import TwinImagingError
 from twin_imaging.inbox import ClaimedStudy, NotNow, StudyInbox
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.io import read_nifti
+from twin_imaging.outcome.twin_scenarios import scenarios_after_attach
 from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import Settings
 from twin_imaging.twin import views as v
@@ -46,8 +47,9 @@ class AnalysisRuns:
     """The analysis queue, the job store and the STOW-RS inbox of one service worker, and the watcher thread that
     analyses the inbox's studies."""
 
-    def __init__(self, settings: Settings, segmenter: Segmenter, store: TwinStore) -> None:
+    def __init__(self, settings: Settings, segmenter: Segmenter, store: TwinStore, outcome_model=None) -> None:
         self.settings, self.segmenter, self.store = settings, segmenter, store
+        self.outcome_model = outcome_model  # for the scenarios of a renal mass; None: loaded when first needed
         self.analyses = AnalysisQueue(  # analyses take turns on threads of their own: memory stays bounded
             workers=settings.serve_analysis_workers, waiting_max=settings.serve_analysis_queue_max
         )
@@ -73,7 +75,8 @@ class AnalysisRuns:
                 source, scratch / "out", segmenter=self.segmenter, series_instance_uid=series_instance_uid
             )
             analysis = self.store.attach_analysis(result, actor=actor, patient_identifier=patient_id)
-        return analysis_reply(analysis, result.document, input_kind=kind)
+            scenarios = self._scenarios(result, analysis, actor)
+        return analysis_reply(analysis, result.document, input_kind=kind, scenarios=scenarios)
 
     async def submit_job(
         self, files: list[Path], patient_id: str | None, series_instance_uid: str | None, actor: str
@@ -112,12 +115,19 @@ class AnalysisRuns:
                 analysis = self.store.attach_analysis(
                     result, actor=job.owner, patient_identifier=job.params.get("patient_id")
                 )
-            self.jobs.finish(job_id, analysis_reply(analysis, result.document, input_kind=job.input_kind))
+                scenarios = self._scenarios(result, analysis, job.owner)
+            reply = analysis_reply(analysis, result.document, input_kind=job.input_kind, scenarios=scenarios)
+            self.jobs.finish(job_id, reply)
         except TwinImagingError as exc:
             self.jobs.fail(job_id, str(exc))
         except Exception as exc:  # recorded for the caller by type only; the log has the rest
             log.exception("job %s failed", job_id)
             self.jobs.fail(job_id, f"internal error ({type(exc).__name__})")
+
+    def _scenarios(self, result, analysis, actor: str) -> dict[str, Any] | None:
+        """The surgical scenarios of a renal mass the model found, recorded on the twin (None: no mass)."""
+        run = scenarios_after_attach(self.store, result, analysis, actor=actor, model=self.outcome_model)
+        return None if run is None else run.to_json()
 
     def _resume_jobs(self) -> None:
         for job in self.jobs.unfinished():
@@ -152,16 +162,20 @@ class AnalysisRuns:
             result = future.result()
             senders = self.inbox.senders(claimed.study_instance_uid)
             analysis = self.store.attach_analysis(result, actor="api:dicomweb-stow", sent_by=senders)
+            self._scenarios(result, analysis, "api:dicomweb-stow")
         return {"analysis_id": analysis.analysis_id, "series_instance_uid": analysis.series_instance_uid}
 
     def __del__(self) -> None:
         self._stop.set()
 
 
-def analysis_reply(analysis: v.AnalysisView, document, *, input_kind: str) -> dict[str, Any]:
+def analysis_reply(
+    analysis: v.AnalysisView, document, *, input_kind: str, scenarios: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """An analysis as /v1/analyze and a completed job answer it: the twin's view, what the pipeline found in the
-    input, and where to download each artifact."""
+    input, where to download each artifact, and the surgical scenarios where the model found a renal mass."""
     body = v.to_jsonable(analysis)
+    body["surgical_scenarios"] = scenarios
     body["input_kind"] = input_kind
     body["series_found"] = [c.model_dump() for c in document.input.series_found]
     body["warnings"] = list(document.input.warnings)

@@ -77,7 +77,8 @@ class TwinImaging:
             log.warning("outcome model not loaded: %s", exc)
             self.outcome = None
         self.store = TwinStore()
-        self.runs = AnalysisRuns(self.settings, self.segmenter, self.store)  # the queue, jobs, the inbox watcher
+        # the queue, jobs, the inbox watcher
+        self.runs = AnalysisRuns(self.settings, self.segmenter, self.store, self.outcome)
         self.analyses, self.jobs, self.inbox = self.runs.analyses, self.runs.jobs, self.runs.inbox  # dicomweb: .inbox
 
     # --- studies in, results out -------------------------------------------------------------------------------

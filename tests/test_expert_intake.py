@@ -40,6 +40,7 @@ class MassCase:
     store: TwinStore
     analysis_id: str
     model: OutcomeModel
+    result: object  # the pipeline's AnalysisResult
 
     def seg_bytes(self, structures=KIDNEYS_AND_TUMOUR, **kwargs) -> bytes:
         sources = [pydicom.dcmread(p) for p in self.series.paths]
@@ -73,7 +74,7 @@ def mass_case(tmp_path) -> MassCase:
         effective_at=datetime(2024, 2, 20, 8, tzinfo=UTC),
     )
     store.record_observation(key, egfr, actor="lab")
-    yield MassCase(tmp_path / "study", study.series[0], store, analysis.analysis_id, OutcomeModel())
+    yield MassCase(tmp_path / "study", study.series[0], store, analysis.analysis_id, OutcomeModel(), result)
     store.close()
 
 
@@ -154,3 +155,21 @@ def test_a_seg_without_kidney_or_mass_is_refused(mass_case):
 
 def test_bytes_that_are_no_dicom_are_refused(mass_case):
     _refused(mass_case, b"not dicom at all" * 20, "not a readable DICOM instance")
+
+
+def test_masks_with_a_renal_mass_run_the_scenarios_after_attach_and_a_seg_recomputes_them(mass_case):
+    from dataclasses import replace
+
+    from twin_imaging.outcome.twin_scenarios import scenarios_after_attach
+
+    store, result = mass_case.store, mass_case.result
+    analysis = store.analysis(mass_case.analysis_id, actor="test")
+    assert scenarios_after_attach(store, result, analysis, actor="pipeline", model=mass_case.model) is None  # organs
+    truth = mass_case.series.phantom.labels  # the phantom's own labels, tumour included
+    with_mass = replace(result, segmentation=replace(result.segmentation, labels=truth))
+    run = scenarios_after_attach(store, with_mass, analysis, actor="pipeline", model=mass_case.model)
+    assert run.computed and run.mask_source == "model"
+    receipt = receive_expert_seg(store, mass_case.seg_bytes(), via="api", actor="x", outcome_model=mass_case.model)
+    key = store.patient_key_for(PATIENT.patient_id)
+    sources = [p.mask_source for p in store.summary(key, actor="t").predictions]
+    assert sources.count("model") == sources.count(receipt["scenarios"]["mask_source"]) > 0  # both kept

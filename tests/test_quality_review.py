@@ -81,3 +81,21 @@ def _shifted(volume: Volume, first_slice: int) -> np.ndarray:
     affine = volume.affine_ras.copy()
     affine[:3, 3] += affine[:3, 2] * first_slice
     return affine
+
+
+def test_a_renal_mass_found_by_a_model_waits_for_a_radiologist(truth, card):
+    from twin_imaging.models.structures import BUILTIN_STRUCTURES, structure_specs
+    from twin_imaging.quality_review import RENAL_MASS_NOT_VALIDATED
+
+    names = [s.name for s in card.structures] + ["renal_tumor", "renal_cyst"]
+    with_masses = card.model_copy(update={"structures": structure_specs(names, BUILTIN_STRUCTURES)})
+    labels = truth.array.copy()
+    kidney = np.argwhere(labels == card.structure("kidney_left").label)
+    centre = kidney[len(kidney) // 2]
+    tumour_value = with_masses.structure("renal_tumor").label
+    labels[tuple(slice(c - 3, c + 3) for c in centre)] = tumour_value
+    reasons = review(truth.with_array(labels), with_masses)
+    (mass,) = [r for r in reasons if r.code == RENAL_MASS_NOT_VALIDATED]
+    assert mass.structures == ("renal_tumor",) and "synthetic lesions only" in mass.message
+    assert "neoplasm" in mass.message.lower()
+    assert not any(r.code == RENAL_MASS_NOT_VALIDATED for r in review(truth, with_masses))  # none found: no flag

@@ -129,6 +129,36 @@ def convert(input_path: Path, output_path: Path, series_uid: str | None) -> None
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Twin database and artifacts in this folder."
 )
 @click.option("--patient", "patient_id", help="PatientID for a NIfTI input (DICOM carries its own).")
+def _echo_scenarios(run) -> None:
+    """The surgical scenarios of a renal mass, as a table (or why none were computed)."""
+    if not run.computed:
+        click.echo(f"surgical scenarios not computed: {run.reason}")
+        return
+    report = run.report
+    order = report["scenarios"]
+    click.echo("surgical scenarios (" + run.mask_source + " masks; research model, not for clinical decisions):")
+    click.echo("| outcome | " + " | ".join(order) + " |")
+    click.echo("|---|" + "---|" * len(order))
+    for target in dict.fromkeys(p["target"] for p in report["predictions"]):
+        cells = []
+        for scenario in order:
+            p = next(x for x in report["predictions"] if x["target"] == target and x["scenario"] == scenario)
+            cells.append(f"{p['probability']:.0%} ({p['interval_90'][0]:.0%}-{p['interval_90'][1]:.0%})")
+        click.echo(f"| {target} | " + " | ".join(cells) + " |")
+    egfr = {e["scenario"]: e for e in report["new_baseline_egfr"]}
+    if egfr:
+        cells = [
+            f"{egfr[s]['egfr_ml_min_1_73m2']:.0f} ({egfr[s]['interval_90'][0]:.0f}-{egfr[s]['interval_90'][1]:.0f})"
+            for s in order
+        ]
+        click.echo("| new-baseline eGFR, mL/min/1.73 m² | " + " | ".join(cells) + " |")
+    else:
+        click.echo(f"new-baseline eGFR not predicted: {report['new_baseline_egfr_missing']}")
+    missing = run.inputs.get("missing", [])
+    if missing:
+        click.echo("inputs not on the twin (imputed by the models): " + ", ".join(missing))
+
+
 def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_dir, patient_id) -> None:
     """Segment and measure INPUT (a DICOM folder, zip or file, or a NIfTI) and write labels.nii.gz, seg.dcm and
     sr.dcm (DICOM input), overlay_*.png and results.json into OUT; attach the result to the patient's twin."""
@@ -137,7 +167,7 @@ def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_d
     package = _load_package(model) if model else None
     with _ProgressBar(enabled=progress and sys.stderr.isatty()) as bar:
         result = analyze_study(input_path, out_dir, package=package, series_instance_uid=series_uid, progress=bar)
-    attached = None
+    attached = scenarios = None
     if attach:
         from twin_imaging.cli_twin import actor, open_store
 
@@ -145,6 +175,9 @@ def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_d
             raise click.UsageError("a NIfTI input carries no patient: give --patient, or --no-twin")
         with open_store(db, data_dir=data_dir) as store:
             attached = store.attach_analysis(result, actor=actor(), patient_identifier=patient_id)
+            from twin_imaging.outcome.twin_scenarios import scenarios_after_attach
+
+            scenarios = scenarios_after_attach(store, result, attached, actor=actor())
     document = result.document
     click.echo(
         f"series: {document.input.series_description or document.input.path} "
@@ -167,6 +200,8 @@ def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_d
     click.echo(f"outputs in {out_dir}/: " + ", ".join(o.file for o in document.outputs) + ", results.json")
     if attached is not None:
         click.echo(f"attached to the twin as analysis {attached.analysis_id} (study {attached.study_instance_uid})")
+    if scenarios is not None:
+        _echo_scenarios(scenarios)
     click.echo("Research use only: the model is not validated for clinical use (see its model card).")
 
 

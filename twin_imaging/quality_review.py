@@ -5,7 +5,10 @@
 - ``volume_outside_adult_range``: an organ's volume lies outside the wide adult bounds of ``twin_imaging.anatomy``
   (a low volume is reported only for an organ wholly inside the image);
 - ``unexpected_laterality``: the right one of a pair (right/left kidney, liver/spleen) lies to the patient's left of
-  the other: a mirrored image, a wrong orientation header, situs inversus or a segmentation error.
+  the other: a mirrored image, a wrong orientation header, situs inversus or a segmentation error;
+- ``renal_mass_not_validated``: the model found a renal tumour or cyst, and its tumour and cyst masks were measured
+  on synthetic lesions only (no CT of a real renal tumour with expert masks is available to the project): every such
+  analysis waits for a radiologist, who may send a SEG that replaces the masks.
 
 The review never changes the labels or the measurements; it says where they need a human look.
 """
@@ -24,7 +27,9 @@ from twin_imaging.models.card import ModelCard, StructureSpec
 CUT_BY_FIELD_OF_VIEW = "cut_by_field_of_view"
 VOLUME_OUTSIDE_ADULT_RANGE = "volume_outside_adult_range"
 UNEXPECTED_LATERALITY = "unexpected_laterality"
-REVIEW_CODES = (CUT_BY_FIELD_OF_VIEW, VOLUME_OUTSIDE_ADULT_RANGE, UNEXPECTED_LATERALITY)
+RENAL_MASS_NOT_VALIDATED = "renal_mass_not_validated"
+REVIEW_CODES = (CUT_BY_FIELD_OF_VIEW, VOLUME_OUTSIDE_ADULT_RANGE, UNEXPECTED_LATERALITY, RENAL_MASS_NOT_VALIDATED)
+RENAL_MASS_CODES = frozenset({"108369006", "4147007", "367643001"})  # SNOMED CT neoplasm, mass, cyst
 _RAS_DIRECTIONS = (("right", "left"), ("anterior", "posterior"), ("superior", "inferior"))  # +, - along x, y, z
 
 
@@ -69,6 +74,19 @@ def review_segmentation(
                 )
             )
     reasons += _laterality(measurements, specs)
+    masses = [m for m in measurements if m.name in specs and specs[m.name].type.value in RENAL_MASS_CODES]
+    if any(m.volume_ml > 0 for m in masses):
+        said = ", ".join(
+            f"{specs[m.name].display_name.lower()} {m.volume_ml:.1f} mL" for m in masses if m.volume_ml > 0
+        )
+        reasons.append(
+            ReviewReason(
+                RENAL_MASS_NOT_VALIDATED,
+                tuple(m.name for m in masses if m.volume_ml > 0),
+                f"renal mass found ({said}) by a model validated on synthetic lesions only, not on real tumours: "
+                "a radiologist must check the tumour and cyst masks (a SEG sent back replaces them)",
+            )
+        )
     return reasons
 
 

@@ -110,3 +110,25 @@ def run_twin_scenarios(
         inputs=inputs.to_json(),
         prediction_ids=tuple(p.prediction_id for p in made),
     )
+
+
+def scenarios_after_attach(
+    store, result, analysis, *, actor: str, model=None, margin_mm: float = DEFAULT_MARGIN_MM
+) -> TwinScenarioRun | None:
+    """After a pipeline result is attached: the scenarios on the model's masks where it found a renal tumour or
+    cyst (``mask_source`` "model"), else None. ``model``: the outcome model (default: the shipped one, loaded
+    here only when a mass was found); one that cannot load is a reason, not a failure of the analysis."""
+    labels = result.segmentation.labels
+    if not has_renal_mass(labels.label_names or {}) or kits_labels(labels) is None:
+        return None
+    if model is None:
+        from twin_imaging.errors import ModelError
+        from twin_imaging.outcome.model import OutcomeModel
+
+        try:
+            model = OutcomeModel()
+        except ModelError as exc:
+            return TwinScenarioRun(analysis.analysis_id, "model", False, f"no outcome model: {exc}")
+    return run_twin_scenarios(
+        store, model, analysis.analysis_id, labels, mask_source="model", actor=actor, margin_mm=margin_mm
+    )

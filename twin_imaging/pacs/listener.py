@@ -144,12 +144,14 @@ class StudyListener:
             log.exception("listener work loop")
 
     def _analyse(self, claimed: ClaimedStudy) -> dict:
+        from twin_imaging.outcome.twin_scenarios import scenarios_after_attach
         from twin_imaging.pipeline import analyze_study
 
         with tempfile.TemporaryDirectory() as scratch:
             result = analyze_study(claimed.path, Path(scratch) / "out", segmenter=self.segmenter)
             actor = f"dicom-listener:{self.config.ae_title}"
             analysis = self.store.attach_analysis(result, actor=actor)
+            scenarios_after_attach(self.store, result, analysis, actor=actor, model=self.outcome_model)
             if self.config.destination is not None:
                 outgoing = result_datasets(result)
                 rejection = superseded_rejection(self.store, analysis, actor=actor)

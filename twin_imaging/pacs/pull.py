@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from twin_imaging.outcome.twin_scenarios import scenarios_after_attach
 from twin_imaging.pacs.dicomweb import DicomWebPeer
 from twin_imaging.pacs.outbox import DeliveryReport, Destination, Outbox, SendFunction
 from twin_imaging.pacs.results import result_datasets, superseded_rejection
@@ -41,6 +42,8 @@ def pull_study(
     files = peer.retrieve_image_series(study_instance_uid, work_dir / "study")
     result = analyze_study(work_dir / "study", work_dir / "analysis", segmenter=segmenter)
     analysis = store.attach_analysis(result, actor=actor) if store is not None else None
+    if analysis is not None:  # a renal mass found: its surgical scenarios on the twin
+        scenarios_after_attach(store, result, analysis, actor=actor)
     item = delivery = None
     if outbox is not None:
         datasets = result_datasets(result)
