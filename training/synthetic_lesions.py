@@ -5,8 +5,8 @@ of 400 expert tumour and cyst masks. Following the "synthetic tumour" idea (Hu e
 into healthy organs train segmentation models nearly as well as real ones, for liver tumours), each training case
 gets copies with one lesion inserted:
 
-- **shape**: a KiTS tumour or cyst component, rotated at random about every axis and scaled by 0.8-1.25, on the
-  model grid (``ShapeBank``, built once by ``python -m training.prepare_kits_shapes``);
+- **shape**: a KiTS tumour or cyst component of at most 250 mL, rotated at random about every axis and scaled by
+  0.8-1.25, on the model grid (``ShapeBank``, built once by ``python -m training.prepare_kits_shapes``);
 - **place**: centred on a random surface voxel of a random kidney, so it is partly exophytic, as most renal masses
   are; it takes the kidney and the fat around it, never another organ;
 - **appearance** (portal-venous, as BTCV): a tumour is heterogeneous and enhances less than the cortex (mean
@@ -106,6 +106,9 @@ class InsertionSpec:
     tumor_label: int
     cyst_label: int
     cyst_probability: float = 0.3
+    # KiTS holds tumours up to about 1 L; inserted without mass effect, such a mass would only be clipped by the
+    # organs around it, so shapes larger than this are not drawn (T1-T2 tumours, where partial vs radical is asked)
+    max_volume_ml: float = 250.0
 
 
 def insert_lesion(
@@ -122,7 +125,8 @@ def insert_lesion(
     candidates = np.argwhere(surface)
     centre = candidates[rng.integers(len(candidates))]
     kind = "cyst" if rng.random() < spec.cyst_probability and bank.by_kind["cyst"] else "tumor"
-    shape = bank.by_kind[kind][rng.integers(len(bank.by_kind[kind]))]
+    choices = [s for s in bank.by_kind[kind] if s.volume_ml <= spec.max_volume_ml] or bank.by_kind[kind]
+    shape = choices[rng.integers(len(choices))]
     mask = shape_on_grid(shape, spec.spacing_mm, rng, scale=float(rng.uniform(0.8, 1.25)))
     lesion = _placed(mask, centre, labels.shape)
     lesion &= (labels == 0) | kidney  # into the kidney and the fat around it, never another organ

@@ -113,22 +113,6 @@ def convert(input_path: Path, output_path: Path, series_uid: str | None) -> None
     )
 
 
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
-@click.option(
-    "--model", "model", metavar="MODEL", help="Model package folder or id (default: the shipped organ model)."
-)
-@click.option("--series", "series_uid", metavar="UID", help="Analyse this SeriesInstanceUID instead of choosing.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
-@click.option("--twin/--no-twin", "attach", default=True, show_default=True, help="Attach the result to the twin.")
-@click.option("--db", metavar="URL", help="Twin database URL (default: settings, TWIN_IMAGING_DATABASE_URL).")
-@click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Twin database and artifacts in this folder."
-)
-@click.option("--patient", "patient_id", help="PatientID for a NIfTI input (DICOM carries its own).")
 def _echo_scenarios(run) -> None:
     """The surgical scenarios of a renal mass, as a table (or why none were computed)."""
     if not run.computed:
@@ -159,6 +143,22 @@ def _echo_scenarios(run) -> None:
         click.echo("inputs not on the twin (imputed by the models): " + ", ".join(missing))
 
 
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
+@click.option(
+    "--model", "model", metavar="MODEL", help="Model package folder or id (default: the shipped organ model)."
+)
+@click.option("--series", "series_uid", metavar="UID", help="Analyse this SeriesInstanceUID instead of choosing.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
+@click.option("--twin/--no-twin", "attach", default=True, show_default=True, help="Attach the result to the twin.")
+@click.option("--db", metavar="URL", help="Twin database URL (default: settings, TWIN_IMAGING_DATABASE_URL).")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Twin database and artifacts in this folder."
+)
+@click.option("--patient", "patient_id", help="PatientID for a NIfTI input (DICOM carries its own).")
 def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_dir, patient_id) -> None:
     """Segment and measure INPUT (a DICOM folder, zip or file, or a NIfTI) and write labels.nii.gz, seg.dcm and
     sr.dcm (DICOM input), overlay_*.png and results.json into OUT; attach the result to the patient's twin."""
