@@ -85,3 +85,34 @@ def test_kits_masks_give_tumour_and_cyst_shapes(shared_data):
     found = case_shapes(str(shared_file(shared_data, "kits23/case_00000/segmentation.nii.gz")))
     tumours = [s for s in found if s.kind == "tumor"]
     assert tumours and 5.0 < max(s.volume_ml for s in tumours) < 20.0  # case 0's tumour: about 8.7 mL
+
+
+def test_the_synthetic_test_set_is_a_datalist_the_evaluator_reads(tmp_path):
+    import json
+
+    from training.synthetic_lesion_set import main
+    from twin_imaging.datalist import read_datalist
+    from twin_imaging.io.nifti import read_nifti, write_nifti
+    from twin_imaging.testing import PhantomGeometry, make_phantom
+
+    phantom = make_phantom(PhantomGeometry(shape=(96, 80, 40), spacing_mm=(3.0, 3.0, 4.0)))
+    (tmp_path / "src").mkdir()
+    write_nifti(phantom.image, tmp_path / "src" / "img.nii.gz")
+    names = phantom.labels.label_names
+    write_nifti(phantom.labels, tmp_path / "src" / "lab.nii.gz")
+    source = {
+        "labels": {"0": "background", **{str(v): n for v, n in names.items()}},
+        "training": [{"case_id": "p1", "image": "img.nii.gz", "label": "lab.nii.gz", "fold": 1}],
+    }
+    (tmp_path / "src" / "dataset.json").write_text(json.dumps(source))
+    _bank().save(tmp_path / "bank")
+    out = tmp_path / "set"
+    args = ["--datalist", str(tmp_path / "src" / "dataset.json"), "--bank", str(tmp_path / "bank")]
+    assert main([*args, "--out", str(out), "--variants", "2"]) == 0
+    datalist = read_datalist(out / "dataset.json")
+    cases = list(datalist.cases())
+    assert len(cases) == 2 and datalist.label_names[14] == "renal_tumor" and datalist.label_names[15] == "renal_cyst"
+    for case in cases:
+        labels = read_nifti(case.label)
+        assert np.isin(labels.array, [14, 15]).any()
+        assert labels.shape == phantom.labels.shape
