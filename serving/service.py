@@ -35,6 +35,7 @@ from twin_imaging.inference.segment import Segmenter
 from twin_imaging.models.package import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios, prediction_inputs
+from twin_imaging.outcome.twin_scenarios import current_scenarios
 from twin_imaging.settings import get_settings
 from twin_imaging.twin import views as v
 from twin_imaging.twin.fhir_export import export_bundle
@@ -206,6 +207,14 @@ class TwinImaging:
         """Everything the twin holds on a patient, as JSON or as a FHIR R5 Bundle (format 'fhir')."""
         summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
         return export_bundle(summary) if format == "fhir" else v.to_jsonable(summary)
+
+    @bentoml.api(route="/v1/twin/scenarios")
+    @json_errors
+    def scenarios(self, patient_id: PatientId, *, ctx: bentoml.Context) -> dict[str, Any]:
+        """The surgical scenarios that count per analysis: a radiologist's SEG's where one was sent, else the
+        model's masks' (research models; not for clinical decisions)."""
+        summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
+        return {"analyses": current_scenarios(summary)}
 
     @bentoml.api(route="/v1/twin/timeline")
     @json_errors

@@ -173,3 +173,10 @@ def test_masks_with_a_renal_mass_run_the_scenarios_after_attach_and_a_seg_recomp
     key = store.patient_key_for(PATIENT.patient_id)
     sources = [p.mask_source for p in store.summary(key, actor="t").predictions]
     assert sources.count("model") == sources.count(receipt["scenarios"]["mask_source"]) > 0  # both kept
+    from twin_imaging.outcome.twin_scenarios import current_scenarios
+
+    (current,) = current_scenarios(store.summary(key, actor="t"))
+    assert current["mask_source"] == receipt["scenarios"]["mask_source"]  # the radiologist's masks count
+    assert current["other_mask_sources"] == ["model"]
+    egfr = {p["scenario"]: p["value"] for p in current["predictions"] if p["target"] == "new_baseline_egfr"}
+    assert egfr["radical_nephrectomy"] < egfr["partial_nephrectomy"]

@@ -70,6 +70,10 @@ def test_an_uploaded_seg_recomputes_the_scenarios_on_the_twin(api, mass_study):
     assert 0 < egfr["radical_nephrectomy"] < egfr["partial_nephrectomy"]
     (analysis,) = [a for a in twin["analyses"] if a["analysis_id"] == analysed["analysis_id"]]
     assert analysis["expert_segmentations"][0]["author"] == "Radiologist Rita"
+    current = api.post("/v1/twin/scenarios", "clinician", json={"patient_id": PATIENT.patient_id}).json()
+    (entry,) = current["analyses"]
+    assert entry["analysis_id"] == analysed["analysis_id"] and entry["mask_source"] == scenarios["mask_source"]
+    assert api.post("/v1/twin/scenarios", "integration", json={"patient_id": PATIENT.patient_id}).status_code == 403
 
 
 def test_stow_rs_takes_a_seg_and_refuses_one_of_an_unknown_series(api, mass_study):

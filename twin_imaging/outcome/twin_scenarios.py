@@ -132,3 +132,42 @@ def scenarios_after_attach(
     return run_twin_scenarios(
         store, model, analysis.analysis_id, labels, mask_source="model", actor=actor, margin_mm=margin_mm
     )
+
+
+def current_scenarios(summary) -> list[dict[str, Any]]:
+    """Per analysis with scenario predictions, the set that counts: from the latest radiologist's SEG where one was
+    sent, else from the model's masks (the others stay in the twin's history). Oldest analysis first."""
+    by_analysis: dict[str, dict[str, list]] = {}
+    for p in summary.predictions:
+        if p.analysis_id is None or p.mask_source is None:
+            continue
+        by_analysis.setdefault(p.analysis_id, {}).setdefault(p.mask_source, []).append(p)
+    order = {a.analysis_id: index for index, a in enumerate(summary.analyses)}
+    found = []
+    for analysis_id, sources in sorted(by_analysis.items(), key=lambda item: order.get(item[0], len(order))):
+        expert = [s for s in sources if s.startswith("expert_seg:")]
+        chosen = max(expert, key=lambda s: max(p.created_at for p in sources[s])) if expert else "model"
+        if chosen not in sources:
+            continue
+        rows = sources[chosen]
+        found.append(
+            {
+                "analysis_id": analysis_id,
+                "mask_source": chosen,
+                "other_mask_sources": sorted(set(sources) - {chosen}),
+                "predictions": [
+                    {
+                        "target": p.target,
+                        "scenario": p.scenario,
+                        "probability": p.probability,
+                        "value": p.value,
+                        "unit": p.unit,
+                        "interval_90": [p.lower, p.upper],
+                        "model": f"{p.model_id} {p.model_version}",
+                        "created_at": p.created_at.isoformat(),
+                    }
+                    for p in sorted(rows, key=lambda p: (p.target, p.scenario))
+                ],
+            }
+        )
+    return found
