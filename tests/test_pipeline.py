@@ -83,7 +83,7 @@ def test_outputs_are_written_whole_and_listed_with_their_hashes(phantom_analysis
     _, result, _ = phantom_analysis
     out = result.out_dir
     files = {p.name for p in out.iterdir()}
-    expected = {"labels.nii.gz", "seg.dcm", "sr.dcm", "results.json"} | {
+    expected = {"labels.nii.gz", "seg.dcm", "sr.dcm", "meshes.glb", "results.json"} | {
         f"overlay_{plane}.png" for plane in ("axial", "coronal", "sagittal")
     }
     assert files == expected  # and no temporary files left behind

@@ -144,13 +144,14 @@ class PatchDataset(Dataset):
         samples_per_epoch: int,
         augment: bool,
         phantom_fraction: float | None = None,
+        class_weights: dict[str, float] | None = None,
     ):
         self.cases = cases
         self.samples_per_epoch = samples_per_epoch
         self.case_weights = case_weights(cases, phantom_fraction)
         # Background is sampled as often as each structure; small organs (gallbladder) get their share.
         num_classes = len(structures) + 1
-        ratios = [1.0] * num_classes
+        ratios = [1.0] + [float((class_weights or {}).get(name, 1.0)) for name in structures]
         self.indices = [
             mt.ClassesToIndicesd(keys="label", num_classes=num_classes)({"label": torch.as_tensor(c.labels)})[
                 "label_cls_indices"
@@ -205,6 +206,8 @@ class SegmentationDataModule(L.LightningDataModule):
             training case (and ``lesion_val_variants`` of each validation case) get one synthetic renal tumour or
             cyst (``training.synthetic_lesions``), labelled ``renal_tumor`` / ``renal_cyst`` (both must be among the
             structures). The originals stay: the network also sees tumour-free kidneys.
+        class_weights: structure → how many times as often as another class a patch is centred on it (default 1;
+            e.g. the rare renal masses).
         structures, spacing_mm, window_hu, patch_size: linked from the model's arguments.
     """
 
@@ -221,6 +224,7 @@ class SegmentationDataModule(L.LightningDataModule):
         lesion_bank: str | None = None,
         lesion_variants: int = 0,
         lesion_val_variants: int = 0,
+        class_weights: dict[str, float] | None = None,
         structures: list[str] | None = None,
         spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),
         window_hu: tuple[float, float] = (-200.0, 300.0),
@@ -288,6 +292,7 @@ class SegmentationDataModule(L.LightningDataModule):
             samples_per_epoch=hp.samples_per_epoch,
             augment=hp.augment,
             phantom_fraction=hp.phantom_fraction,
+            class_weights=hp.class_weights,
         )
         dataset.transform.set_random_state(seed=hp.seed)
         return DataLoader(

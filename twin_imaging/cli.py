@@ -113,36 +113,6 @@ def convert(input_path: Path, output_path: Path, series_uid: str | None) -> None
     )
 
 
-def _echo_scenarios(run) -> None:
-    """The surgical scenarios of a renal mass, as a table (or why none were computed)."""
-    if not run.computed:
-        click.echo(f"surgical scenarios not computed: {run.reason}")
-        return
-    report = run.report
-    order = report["scenarios"]
-    click.echo("surgical scenarios (" + run.mask_source + " masks; research model, not for clinical decisions):")
-    click.echo("| outcome | " + " | ".join(order) + " |")
-    click.echo("|---|" + "---|" * len(order))
-    for target in dict.fromkeys(p["target"] for p in report["predictions"]):
-        cells = []
-        for scenario in order:
-            p = next(x for x in report["predictions"] if x["target"] == target and x["scenario"] == scenario)
-            cells.append(f"{p['probability']:.0%} ({p['interval_90'][0]:.0%}-{p['interval_90'][1]:.0%})")
-        click.echo(f"| {target} | " + " | ".join(cells) + " |")
-    egfr = {e["scenario"]: e for e in report["new_baseline_egfr"]}
-    if egfr:
-        cells = [
-            f"{egfr[s]['egfr_ml_min_1_73m2']:.0f} ({egfr[s]['interval_90'][0]:.0f}-{egfr[s]['interval_90'][1]:.0f})"
-            for s in order
-        ]
-        click.echo("| new-baseline eGFR, mL/min/1.73 m² | " + " | ".join(cells) + " |")
-    else:
-        click.echo(f"new-baseline eGFR not predicted: {report['new_baseline_egfr_missing']}")
-    missing = run.inputs.get("missing", [])
-    if missing:
-        click.echo("inputs not on the twin (imputed by the models): " + ", ".join(missing))
-
-
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option(
@@ -201,7 +171,9 @@ def analyze(input_path, out_dir, model, series_uid, progress, attach, db, data_d
     if attached is not None:
         click.echo(f"attached to the twin as analysis {attached.analysis_id} (study {attached.study_instance_uid})")
     if scenarios is not None:
-        _echo_scenarios(scenarios)
+        from twin_imaging.cli_outcome import echo_scenarios
+
+        echo_scenarios(scenarios)
     click.echo("Research use only: the model is not validated for clinical use (see its model card).")
 
 
@@ -369,6 +341,7 @@ def _configure_logging(level: int) -> None:
 def _register_groups() -> None:
     from twin_imaging.cli_access import api_key
     from twin_imaging.cli_dev import demo, phantom
+    from twin_imaging.cli_mesh import mesh
     from twin_imaging.cli_outcome import outcome
     from twin_imaging.cli_pacs import listen, pacs
     from twin_imaging.cli_twin import twin
@@ -380,6 +353,7 @@ def _register_groups() -> None:
     cli.add_command(listen)
     cli.add_command(phantom)
     cli.add_command(demo)
+    cli.add_command(mesh)
 
 
 _register_groups()

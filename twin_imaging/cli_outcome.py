@@ -126,3 +126,33 @@ def evaluate(data_dir: Path, fmt: str, workers: int) -> None:
         )
     if excluded:
         click.echo("excluded: " + ", ".join(f"{n} ({why})" for why, n in excluded.items()))
+
+
+def echo_scenarios(run) -> None:
+    """The surgical scenarios of a renal mass, as a table (or why none were computed)."""
+    if not run.computed:
+        click.echo(f"surgical scenarios not computed: {run.reason}")
+        return
+    report = run.report
+    order = report["scenarios"]
+    click.echo("surgical scenarios (" + run.mask_source + " masks; research model, not for clinical decisions):")
+    click.echo("| outcome | " + " | ".join(order) + " |")
+    click.echo("|---|" + "---|" * len(order))
+    for target in dict.fromkeys(p["target"] for p in report["predictions"]):
+        cells = []
+        for scenario in order:
+            p = next(x for x in report["predictions"] if x["target"] == target and x["scenario"] == scenario)
+            cells.append(f"{p['probability']:.0%} ({p['interval_90'][0]:.0%}-{p['interval_90'][1]:.0%})")
+        click.echo(f"| {target} | " + " | ".join(cells) + " |")
+    egfr = {e["scenario"]: e for e in report["new_baseline_egfr"]}
+    if egfr:
+        cells = [
+            f"{egfr[s]['egfr_ml_min_1_73m2']:.0f} ({egfr[s]['interval_90'][0]:.0f}-{egfr[s]['interval_90'][1]:.0f})"
+            for s in order
+        ]
+        click.echo("| new-baseline eGFR, mL/min/1.73 m² | " + " | ".join(cells) + " |")
+    else:
+        click.echo(f"new-baseline eGFR not predicted: {report['new_baseline_egfr_missing']}")
+    missing = run.inputs.get("missing", [])
+    if missing:
+        click.echo("inputs not on the twin (imputed by the models): " + ", ".join(missing))

@@ -32,6 +32,7 @@ from twin_imaging.io.dicom_sr import write_measurement_report
 from twin_imaging.io.dicom_uids import uid_from
 from twin_imaging.io.dicom_values import blank_invalid_dates
 from twin_imaging.measure import StructureMeasurement, measure_structures
+from twin_imaging.meshes import structure_meshes, write_meshes
 from twin_imaging.models.card import ModelCard
 from twin_imaging.models.package import ModelPackage, default_segmentation_package, file_sha256
 from twin_imaging.overlays import OverlayStructure, render_overlays
@@ -164,6 +165,11 @@ def analyze_study(
             footer=RESEARCH_NOTICE,
         )
         outputs += [_output("overlay_png", path, plane=plane) for plane, path in overlays.items()]
+    if measurements:
+        with _timed(timings, "write.meshes"):
+            colors = {s.name: tuple(s.color_rgb) for s in card.structures}
+            meshes = structure_meshes(labels, colors, names=[s.name for s in card.structures])
+            outputs.append(_output("mesh_glb", write_meshes(meshes, out_dir / "meshes.glb")))
 
     document = _document(study, segmentation, measurements, review, card, outputs, timings)
     write_bytes_atomic(out_dir / "results.json", document.to_json().encode("utf-8"))

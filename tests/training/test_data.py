@@ -105,3 +105,23 @@ def test_lesion_variants_are_added_beside_the_originals(tmp_path):
             lesion_variants=1,
             structures=structures[:-1],
         ).setup("fit")
+
+
+def test_class_weights_centre_more_patches_on_a_rare_class():
+    case = phantom_case(0, seed=2, spec=SPEC, structures=STRUCTURES)
+
+    def spleen_centred(weights) -> float:
+        dataset = PatchDataset(
+            [case],
+            patch_size=(16, 16, 16),
+            structures=STRUCTURES,
+            window_hu=(-200.0, 300.0),
+            samples_per_epoch=120,
+            augment=False,
+            class_weights=weights,
+        )
+        dataset.transform.set_random_state(seed=0)
+        spleen = STRUCTURES.index("spleen") + 1
+        return float(np.mean([(dataset[i]["label"][0, 8, 8, 8] == spleen).item() for i in range(120)]))
+
+    assert spleen_centred({"spleen": 8.0}) > 2 * spleen_centred(None)

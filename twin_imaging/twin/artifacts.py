@@ -26,6 +26,7 @@ MEDIA_TYPES = {
     "dicom_seg": "application/dicom",
     "dicom_sr": "application/dicom",
     "overlay_png": "image/png",
+    "mesh_glb": "model/gltf-binary",
     "results_json": "application/json",
 }
 
