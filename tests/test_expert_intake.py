@@ -101,6 +101,8 @@ def test_a_radiologists_seg_is_recorded_and_the_scenarios_run_on_its_masks(mass_
     (expert,) = analysis.expert_segmentations
     assert expert.author == "Radiologist Rita" and expert.received_via == "api"
     assert mass_case.store.artifacts.exists(expert.artifact_sha256)
+    (event,) = [e for e in mass_case.store.timeline(key, actor="t") if e.kind == "expert_segmentation"]
+    assert "Radiologist Rita (via api)" in event.summary and "renal_tumor" in event.summary
 
     again = receive_expert_seg(
         mass_case.store, mass_case.seg_bytes(), via="api", actor="api:reading-room", outcome_model=mass_case.model

@@ -24,7 +24,15 @@ from twin_imaging.twin.mapping import (
 )
 from twin_imaging.twin.schema import Alert, Analysis, Observation, Patient, Prediction, Procedure, Series, Study
 
-TIMELINE_RANK = {"procedure": 0, "study": 1, "analysis": 2, "observation": 3, "prediction": 4, "alert": 5}
+TIMELINE_RANK = {
+    "procedure": 0,
+    "study": 1,
+    "analysis": 2,
+    "expert_segmentation": 3,
+    "observation": 4,
+    "prediction": 5,
+    "alert": 6,
+}
 
 
 # --- rows ------------------------------------------------------------------------------------------------------
@@ -89,6 +97,10 @@ def timeline_of(session: Session, patient: Patient) -> list[v.TimelineEvent]:
         analysis_at[a.id] = study_at(study)
         text = f"{a.model_id} {a.model_version} on series {series.series_number}: {len(a.measurements)} structures"
         events.append(v.TimelineEvent(analysis_at[a.id], "analysis", text, a.public_id))
+        for x in a.expert_segmentations:  # when it arrived: a radiologist reads after the scan
+            used = ", ".join(s["structure"] for s in x.segments if s.get("structure"))
+            said = f"radiologist's SEG by {x.author} (via {x.received_via}) for analysis {a.public_id}: {used}"
+            events.append(v.TimelineEvent(x.created_at, "expert_segmentation", said, x.public_id))
     for o in load_observations(session, patient):
         events.append(v.TimelineEvent(o.effective_at, "observation", f"{o.display}: {o.value:g} {o.unit}", str(o.id)))
     for p in load_procedures(session, patient):

@@ -234,7 +234,7 @@ class TimelineEvent:
     """One dated entry of a patient's timeline."""
 
     at: datetime  # UTC; a date-only event (a study without time, a procedure) sits at midnight
-    kind: str  # study, analysis, observation, procedure, prediction, alert
+    kind: str  # study, analysis, expert_segmentation, observation, procedure, prediction, alert
     summary: str
     ref: str  # what it points at: a StudyInstanceUID, or the id of the analysis, observation, ...
 
