@@ -188,3 +188,26 @@ def test_bad_input_exits_1_with_the_reason_and_no_traceback(bad_inputs, tmp_path
 def test_a_non_nifti_output_name_is_a_usage_error(tmp_path):
     result = run_console("convert", str(tmp_path), str(tmp_path / "out.png"))
     assert result.returncode == 2 and "must end in .nii or .nii.gz" in result.stderr
+
+
+def test_the_phantom_grows_a_renal_tumour_and_cyst_with_their_truth(tmp_path):
+    from twin_imaging.io.nifti import read_nifti
+
+    labels_path = tmp_path / "truth.nii.gz"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "phantom", str(tmp_path / "study"), "--shape", "160", "160", "64", "--spacing", "2.5", "2.0", "3.0",
+            "--renal-mass", "both", "--labels", str(labels_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labels = read_nifti(labels_path)
+    voxel_ml = 2.5 * 2.0 * 3.0 / 1000
+    tumour_ml = float((labels.array == 9).sum()) * voxel_ml
+    cyst_ml = float((labels.array == 10).sum()) * voxel_ml
+    assert tumour_ml == pytest.approx(4 / 3 * np.pi * 14**3 / 1000, rel=0.1)  # a 28 mm sphere
+    assert cyst_ml == pytest.approx(4 / 3 * np.pi * 10**3 / 1000, rel=0.15)  # a 20 mm sphere
+    kidney_left = np.argwhere(labels.array == 4).mean(0)
+    tumour = np.argwhere(labels.array == 9).mean(0)
+    assert np.linalg.norm((tumour - kidney_left) * [2.5, 2.0, 3.0]) < 40  # at the left kidney

@@ -20,7 +20,7 @@ from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import Settings
 from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
 from twin_imaging.testing.expert_seg import radiologist_seg
-from twin_imaging.testing.phantom import Ellipsoid, PhantomAnatomy, Structure
+from twin_imaging.testing.phantom import RENAL_TUMOUR, PhantomAnatomy
 from twin_imaging.twin.store import TwinStore
 from twin_imaging.twin.views import ObservationInput, ProcedureInput
 
@@ -28,8 +28,7 @@ GEOMETRY = PhantomGeometry(shape=(160, 160, 64), spacing_mm=(2.5, 2.0, 3.0))
 PATIENT = PatientSpec(
     patient_id="KIDNEY-MASS-7", patient_name="Roe^Rob", patient_birth_date="19580712", patient_sex="M"
 )
-# a 28 mm hypo-enhancing mass at the left kidney's lateral lip, partly exophytic
-TUMOUR = Structure("renal_tumor", 9, 45.0, Ellipsoid((84.0, 48.0, -20.0), (14.0, 14.0, 14.0)))
+TUMOUR = RENAL_TUMOUR
 KIDNEYS_AND_TUMOUR = {"kidney_right": "kidney_right", "kidney_left": "kidney_left", "renal_tumor": "renal_tumor"}
 
 

@@ -43,13 +43,29 @@ from twin_imaging.volume import Volume
 @click.option("--extra-series", is_flag=True, help="Add a localizer and a 5 mm series, as a scanner would.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (also fixes the UIDs).")
 @click.option(
+    "--renal-mass",
+    type=click.Choice(["none", "tumor", "cyst", "both"]),
+    default="none",
+    show_default=True,
+    help="Grow a renal tumour (left kidney) and/or cyst (right kidney), with their exact labels.",
+)
+@click.option(
     "--labels",
     "labels_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the exact label volume of the main series as NIfTI.",
 )
-def phantom(out_dir: Path, shape, spacing, orientation, compression, multiframe, extra_series, seed, labels_path):
+def phantom(
+    out_dir: Path, shape, spacing, orientation, compression, multiframe, extra_series, seed, renal_mass, labels_path
+):
     """Write the synthetic abdominal CT phantom as a DICOM study into OUT_DIR."""
+    from twin_imaging.testing.phantom import RENAL_CYST, RENAL_TUMOUR, PhantomAnatomy
+
+    anatomy = PhantomAnatomy()
+    if renal_mass in ("tumor", "both"):
+        anatomy = anatomy.with_structure(RENAL_TUMOUR)
+    if renal_mass in ("cyst", "both"):
+        anatomy = anatomy.with_structure(RENAL_CYST)
     study = _write_phantom(
         out_dir,
         PhantomGeometry(shape=tuple(shape), spacing_mm=tuple(spacing), orientation=orientation),
@@ -57,6 +73,7 @@ def phantom(out_dir: Path, shape, spacing, orientation, compression, multiframe,
         multiframe=multiframe,
         extra_series=extra_series,
         seed=seed,
+        anatomy=anatomy,
     )
     main_series = study.series_by_number(_MAIN_SERIES_NUMBER)
     click.echo(f"wrote {len(study.paths)} DICOM file(s) of {len(study.series)} series to {out_dir}")
@@ -122,7 +139,9 @@ def _write_phantom_truth(labels: Volume, path: Path) -> None:
 _MAIN_SERIES_NUMBER = 2
 
 
-def _write_phantom(out_dir: Path, geometry: PhantomGeometry, *, compression, multiframe, extra_series, seed):
+def _write_phantom(
+    out_dir: Path, geometry: PhantomGeometry, *, compression, multiframe, extra_series, seed, anatomy=None
+):
     main = SeriesSpec(
         geometry=geometry, series_number=_MAIN_SERIES_NUMBER, compression=compression, multiframe=multiframe
     )
@@ -139,4 +158,4 @@ def _write_phantom(out_dir: Path, geometry: PhantomGeometry, *, compression, mul
             main,
             SeriesSpec(geometry=thick, series_number=3, compression=compression),
         ]
-    return write_phantom_study(out_dir, series=series, seed=seed)
+    return write_phantom_study(out_dir, series=series, seed=seed, anatomy=anatomy)

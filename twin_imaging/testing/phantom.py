@@ -168,6 +168,13 @@ _DEFAULT_STRUCTURES = (
 )
 
 
+# Renal masses the phantom can grow (``PhantomAnatomy().with_structure(RENAL_TUMOUR)``), with their exact truth: a
+# 28 mm hypo-enhancing tumour at the left kidney's lateral lip, partly exophytic, and a 20 mm water-density cyst at
+# the right kidney's lower pole.
+RENAL_TUMOUR = Structure("renal_tumor", 9, 45.0, Ellipsoid((84.0, 48.0, -20.0), (14.0, 14.0, 14.0)))
+RENAL_CYST = Structure("renal_cyst", 10, 8.0, Ellipsoid((-72.0, 50.0, -78.0), (10.0, 10.0, 10.0)))
+
+
 @dataclass(frozen=True)
 class PhantomAnatomy:
     """An adult abdomen: a body outline filled with ``body_hu`` (label 0), then ``structures`` painted in order.
