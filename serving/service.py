@@ -50,13 +50,17 @@ PatientId = Annotated[
 Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]
 JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a job's id, as submit answered it")]
 AnalysisId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an analysis' id, as the API answered it")]
-ArtifactKind = Literal["dicom_seg", "dicom_sr", "overlay_png", "labels_nifti", "mesh_glb", "results_json"]
+ArtifactKind = Literal[
+    "dicom_seg", "dicom_sr", "overlay_png", "labels_nifti", "mesh_glb", "viewer_ct", "viewer_labels", "results_json"
+]
 MEDIA_SUFFIX = {
     "dicom_seg": ".dcm",
     "dicom_sr": ".dcm",
     "overlay_png": ".png",
     "labels_nifti": ".nii.gz",
     "mesh_glb": ".glb",
+    "viewer_ct": ".nii.gz",
+    "viewer_labels": ".nii.gz",
     "results_json": ".json",
 }
 

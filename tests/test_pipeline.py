@@ -83,9 +83,11 @@ def test_outputs_are_written_whole_and_listed_with_their_hashes(phantom_analysis
     _, result, _ = phantom_analysis
     out = result.out_dir
     files = {p.name for p in out.iterdir()}
-    expected = {"labels.nii.gz", "seg.dcm", "sr.dcm", "meshes.glb", "results.json"} | {
-        f"overlay_{plane}.png" for plane in ("axial", "coronal", "sagittal")
-    }
+    expected = (
+        {"labels.nii.gz", "seg.dcm", "sr.dcm", "meshes.glb", "viewer_ct.nii.gz", "viewer_labels.nii.gz"}
+        | {"results.json"}
+        | {f"overlay_{plane}.png" for plane in ("axial", "coronal", "sagittal")}
+    )
     assert files == expected  # and no temporary files left behind
     document = AnalysisDocument.model_validate_json((out / "results.json").read_text())
     assert document.schema_ == RESULTS_SCHEMA and document.schema_version == RESULTS_SCHEMA_VERSION

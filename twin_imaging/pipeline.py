@@ -48,6 +48,8 @@ from twin_imaging.results import (
     SeriesCandidateReport,
     StructureReport,
 )
+from twin_imaging.settings import get_settings
+from twin_imaging.viewer_volumes import viewer_copies
 from twin_imaging.volume import Volume
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -165,6 +167,10 @@ def analyze_study(
             footer=RESEARCH_NOTICE,
         )
         outputs += [_output("overlay_png", path, plane=plane) for plane, path in overlays.items()]
+    with _timed(timings, "write.viewer"):  # what the browser viewer loads: bounded in MB
+        small_ct, small_labels = viewer_copies(study.volume, labels, max_mb=get_settings().viewer_volume_max_mb)
+        outputs.append(_output("viewer_ct", write_nifti(small_ct, out_dir / "viewer_ct.nii.gz")))
+        outputs.append(_output("viewer_labels", write_nifti(small_labels, out_dir / "viewer_labels.nii.gz")))
     if measurements:
         with _timed(timings, "write.meshes"):
             colors = {s.name: tuple(s.color_rgb) for s in card.structures}

@@ -98,7 +98,9 @@ class ReviewReport(_Model):
 
 
 class OutputFile(_Model):
-    kind: Literal["labels_nifti", "dicom_seg", "dicom_sr", "overlay_png", "mesh_glb", "results_json"]
+    kind: Literal[
+        "labels_nifti", "dicom_seg", "dicom_sr", "overlay_png", "mesh_glb", "viewer_ct", "viewer_labels", "results_json"
+    ]
     file: str = Field(description="file name, relative to the output folder")
     sha256: str
     size_bytes: int

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     serve_spool_dir: Path | None = Field(
         default=None, description="where uploads and pushed (STOW-RS) instances wait durably; None = data_dir/spool"
     )
+    viewer_volume_max_mb: float = Field(
+        default=8.0,
+        gt=0.5,
+        description="the downsampled CT (int16) written at analysis time for the browser viewer stays under this size "
+        "uncompressed, in MB; its label map is on the same grid",
+    )
     inbox_keep_analysed_hours: float = Field(
         default=24.0,
         ge=0,

@@ -27,6 +27,8 @@ MEDIA_TYPES = {
     "dicom_sr": "application/dicom",
     "overlay_png": "image/png",
     "mesh_glb": "model/gltf-binary",
+    "viewer_ct": "application/gzip",
+    "viewer_labels": "application/gzip",
     "results_json": "application/json",
 }
 
