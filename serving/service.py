@@ -23,6 +23,7 @@ from starlette.responses import FileResponse
 
 from serving.analysis_queue import AnalysisQueueFull
 from serving.analysis_runs import AnalysisRuns
+from serving.api_types import MEDIA_SUFFIX, AnalysisId, ArtifactKind, JobId, PatientId, Uid, caller_actor, caller_scope
 from serving.auth import ApiKeyMiddleware
 from serving.dicomweb import dicomweb_app
 from serving.docs_page import OwnDocsPage
@@ -44,25 +45,6 @@ from twin_imaging.twin.store import TwinStore
 log = logging.getLogger(__name__)
 harden_bentoml()
 document_dicomweb_routes()
-PatientId = Annotated[
-    str, Field(min_length=1, max_length=64, description="PatientID as the PACS knows it, or the twin's patient key")
-]
-Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]
-JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a job's id, as submit answered it")]
-AnalysisId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an analysis' id, as the API answered it")]
-ArtifactKind = Literal[
-    "dicom_seg", "dicom_sr", "overlay_png", "labels_nifti", "mesh_glb", "viewer_ct", "viewer_labels", "results_json"
-]
-MEDIA_SUFFIX = {
-    "dicom_seg": ".dcm",
-    "dicom_sr": ".dcm",
-    "overlay_png": ".png",
-    "labels_nifti": ".nii.gz",
-    "mesh_glb": ".glb",
-    "viewer_ct": ".nii.gz",
-    "viewer_labels": ".nii.gz",
-    "results_json": ".json",
-}
 
 
 @bentoml.service(
@@ -109,7 +91,7 @@ class TwinImaging:
                 f"{size} bytes is over the {self.settings.serve_sync_max_bytes} bytes answered "
                 "synchronously; submit it as a job: POST /v1/analyze_job/submit",
             )
-        actor = _actor(ctx)
+        actor = caller_actor(ctx)
         try:
             return await self.analyses.run(self.runs.analyze, files, patient_id, series_instance_uid, actor)
         except AnalysisQueueFull as exc:
@@ -130,22 +112,22 @@ class TwinImaging:
         (spool/jobs, owner-only) before this answers; then POST /v1/analyze_job/status and /v1/analyze_job/get with
         the job_id. A job cut off by a crash or restart runs again at the next start. The result is attached to
         the twin before the job completes."""
-        return await self.runs.submit_job(files, patient_id, series_instance_uid, _actor(ctx))
+        return await self.runs.submit_job(files, patient_id, series_instance_uid, caller_actor(ctx))
 
     @bentoml.api(route="/v1/analyze_job/status")
     @json_errors
     def job_status(self, job_id: JobId, *, ctx: bentoml.Context) -> dict[str, Any]:
         """A job's state: queued, running, completed or failed (with the reason)."""
-        _actor(ctx)
-        return self.jobs.get(job_id, only_sent_by=_scoped(ctx)).status()
+        caller_actor(ctx)
+        return self.jobs.get(job_id, only_sent_by=caller_scope(ctx)).status()
 
     @bentoml.api(route="/v1/analyze_job/get")
     @json_errors
     def job_result(self, job_id: JobId, *, ctx: bentoml.Context) -> dict[str, Any]:
         """A completed job's analysis (as /v1/analyze answers it); 409 while it is queued or running, 422 with the
         reason where it failed."""
-        _actor(ctx)
-        job = self.jobs.get(job_id, only_sent_by=_scoped(ctx))
+        caller_actor(ctx)
+        job = self.jobs.get(job_id, only_sent_by=caller_scope(ctx))
         if job.state == "failed":
             raise ApiError(422, f"the job failed: {job.error}")
         if job.state != "completed" or job.result is None:
@@ -156,8 +138,8 @@ class TwinImaging:
     @json_errors
     def get_analysis(self, analysis_id: AnalysisId, *, ctx: bentoml.Context) -> dict[str, Any]:
         """One analysis: its study and series, model, measurements and artifacts."""
-        actor = _actor(ctx)
-        return v.to_jsonable(self.store.analysis(analysis_id, actor=actor, only_sent_by=_scoped(ctx)))
+        actor = caller_actor(ctx)
+        return v.to_jsonable(self.store.analysis(analysis_id, actor=actor, only_sent_by=caller_scope(ctx)))
 
     @bentoml.api(route="/v1/analyses/expert_seg")
     @json_errors
@@ -166,7 +148,12 @@ class TwinImaging:
         on the twin and preferred over the model's masks; the surgical scenarios are recomputed on it."""
         data = seg.read_bytes()  # the body limit of the middleware bounds it
         return receive_expert_seg(
-            self.store, data, via="api", actor=_actor(ctx), outcome_model=self.outcome, only_sent_by=_scoped(ctx)
+            self.store,
+            data,
+            via="api",
+            actor=caller_actor(ctx),
+            outcome_model=self.outcome,
+            only_sent_by=caller_scope(ctx),
         )
 
     @bentoml.api(route="/v1/artifacts/download")
@@ -181,8 +168,10 @@ class TwinImaging:
     ) -> Path:
         """An analysis' file: dicom_seg, dicom_sr, overlay_png (name: overlay_axial.png, ...), labels_nifti,
         results_json. Its bytes are checked against the sha256 recorded in the twin before they are sent."""
-        actor = _actor(ctx)
-        artifact, path = self.store.artifact_file(analysis_id, kind, actor=actor, name=name, only_sent_by=_scoped(ctx))
+        actor = caller_actor(ctx)
+        artifact, path = self.store.artifact_file(
+            analysis_id, kind, actor=actor, name=name, only_sent_by=caller_scope(ctx)
+        )
 
         return FileResponse(
             path,
@@ -196,10 +185,10 @@ class TwinImaging:
     def inbox_status(self, study_instance_uid: Uid, *, ctx: bentoml.Context) -> dict[str, Any]:
         """Where a study pushed by STOW-RS stands: waiting (for quiet), processing, done (analysis id), failed;
         unknown for a study this key did not push (unless its scope is 'all')."""
-        _actor(ctx)
+        caller_actor(ctx)
         return {
             "study_instance_uid": study_instance_uid,
-            **self.inbox.state(study_instance_uid, only_sent_by=_scoped(ctx)),
+            **self.inbox.state(study_instance_uid, only_sent_by=caller_scope(ctx)),
         }
 
     # --- the patient twin --------------------------------------------------------------------------------------
@@ -210,7 +199,7 @@ class TwinImaging:
         self, patient_id: PatientId, format: Literal["json", "fhir"] = "json", *, ctx: bentoml.Context
     ) -> dict[str, Any]:
         """Everything the twin holds on a patient, as JSON or as a FHIR R5 Bundle (format 'fhir')."""
-        summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
+        summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=caller_actor(ctx))
         return export_bundle(summary) if format == "fhir" else v.to_jsonable(summary)
 
     @bentoml.api(route="/v1/twin/scenarios")
@@ -218,14 +207,14 @@ class TwinImaging:
     def scenarios(self, patient_id: PatientId, *, ctx: bentoml.Context) -> dict[str, Any]:
         """The surgical scenarios that count per analysis: a radiologist's SEG's where one was sent, else the
         model's masks' (research models; not for clinical decisions)."""
-        summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
+        summary = self.store.summary(self.store.resolve_patient_key(patient_id), actor=caller_actor(ctx))
         return {"analyses": current_scenarios(summary)}
 
     @bentoml.api(route="/v1/twin/timeline")
     @json_errors
     def timeline(self, patient_id: PatientId, *, ctx: bentoml.Context) -> dict[str, Any]:
         """Studies, analyses, observations, procedures, predictions and alerts in clinical time order."""
-        events = self.store.timeline(self.store.resolve_patient_key(patient_id), actor=_actor(ctx))
+        events = self.store.timeline(self.store.resolve_patient_key(patient_id), actor=caller_actor(ctx))
         return {"events": v.to_jsonable(events)}
 
     @bentoml.api(route="/v1/twin/compare")
@@ -243,7 +232,7 @@ class TwinImaging:
         """Volume change per structure from study a to study b, both measured by one model id and version."""
         key = self.store.resolve_patient_key(patient_id)
         changes = self.store.compare_studies(
-            key, study_a, study_b, actor=_actor(ctx), model_id=model_id, model_version=model_version
+            key, study_a, study_b, actor=caller_actor(ctx), model_id=model_id, model_version=model_version
         )
         return {"study_a": study_a, "study_b": study_b, "changes": v.to_jsonable(changes)}
 
@@ -272,7 +261,7 @@ class TwinImaging:
             source="api",
         )
         key = self.store.resolve_patient_key(patient_id)
-        return v.to_jsonable(self.store.record_observation(key, observation, actor=_actor(ctx)))
+        return v.to_jsonable(self.store.record_observation(key, observation, actor=caller_actor(ctx)))
 
     @bentoml.api(route="/v1/outcome/predict")
     @json_errors
@@ -292,7 +281,7 @@ class TwinImaging:
         With patient_id, the predictions are recorded on that patient's twin."""
         if self.outcome is None:
             raise ModelError("no outcome model is loaded (see the service log)")
-        actor = _actor(ctx)
+        actor = caller_actor(ctx)
         key = self.store.resolve_patient_key(patient_id) if patient_id else None
         labels = self.runs.read_uploaded_nifti(mask)
         report = predict_scenarios(
@@ -310,7 +299,7 @@ class TwinImaging:
     @json_errors
     def models(self, *, ctx: bentoml.Context) -> dict[str, Any]:
         """The loaded models with their cards (metrics, training data, intended use, limitations)."""
-        _actor(ctx)
+        caller_actor(ctx)
         cards = [{"task": "segmentation", "card": self.segmenter.card.model_dump(mode="json")}]
         if self.outcome is not None:
             cards.append({"task": "outcome", "card": self.outcome.card.model_dump(mode="json")})
@@ -319,16 +308,3 @@ class TwinImaging:
 
 TwinImaging.add_asgi_middleware(ApiKeyMiddleware)  # keys file and body limit from the settings at start-up
 TwinImaging.add_asgi_middleware(OwnDocsPage)  # the docs page without BentoML's third-party scripts
-
-
-def _actor(ctx: bentoml.Context) -> str:
-    principal = getattr(ctx.request.state, "principal", None)
-    if principal is None:  # the middleware lets no keyless request through to an API; refuse if it ever did
-        raise ApiError(401, "a valid API key is required")
-    return principal.actor
-
-
-def _scoped(ctx: bentoml.Context) -> str | None:
-    """The actor whose key reads only what it sent, or None for a key that reads everything (scope 'all')."""
-    principal = ctx.request.state.principal
-    return None if principal.sees_everything else principal.actor
