@@ -91,9 +91,8 @@ class AnalysisRuns:
         return job.status()
 
     def read_uploaded_nifti(self, path: Path) -> Volume:
-        """An uploaded NIfTI (the outcome route's mask), through a scratch copy where its name does not say NIfTI."""
-        with self.scratch_folder() as scratch:
-            return read_nifti(_with_nifti_suffix(path, scratch))
+        """An uploaded NIfTI (the outcome route's mask), whatever the upload's name (``read_nifti`` sees to it)."""
+        return read_nifti(path)
 
     @contextmanager
     def scratch_folder(self) -> Iterator[Path]:
@@ -190,15 +189,3 @@ def analysis_reply(
         for a in analysis.artifacts
     ]
     return body
-
-
-def _with_nifti_suffix(path: Path, scratch: Path) -> Path:
-    """nibabel picks the reader by suffix; an upload named otherwise is tried as .nii.gz then .nii."""
-    name = path.name
-    if name.endswith((".nii", ".nii.gz")):
-        return path
-    with open(path, "rb") as stream:
-        gzipped = stream.read(2) == b"\x1f\x8b"
-    target = scratch / ("mask.nii.gz" if gzipped else "mask.nii")
-    shutil.copyfile(path, target)
-    return target

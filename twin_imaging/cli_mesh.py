@@ -25,8 +25,6 @@ _ANALYSIS_ID = re.compile(r"^[0-9a-f]{32}$")
 def mesh(source: str, out_path: Path, structures: tuple[str, ...], model: str | None, db: str | None) -> None:
     """Surface meshes of SOURCE in patient coordinates (RAS, mm): an analysis id from the twin, or a label map NIfTI
     (values named by --model's card). Marching cubes, smoothed; the mesh volume is printed beside the mask's."""
-    import tempfile
-
     from twin_imaging.errors import InputError
     from twin_imaging.io.nifti import read_nifti
     from twin_imaging.meshes import structure_meshes, write_meshes
@@ -39,12 +37,10 @@ def mesh(source: str, out_path: Path, structures: tuple[str, ...], model: str | 
     if _ANALYSIS_ID.match(source) and not Path(source).exists():
         from twin_imaging.cli_twin import actor, open_store
 
-        with open_store(db) as store, tempfile.TemporaryDirectory() as scratch:
+        with open_store(db) as store:
             analysis = store.analysis(source, actor=actor())
             _, stored = store.artifact_file(source, "labels_nifti", actor=actor())
-            named = Path(scratch) / "labels.nii.gz"  # artifacts are stored by hash; nibabel reads by name
-            named.symlink_to(stored)
-            labels = read_nifti(named)
+            labels = read_nifti(stored)
         package = load_model_package(get_settings().models_dir / analysis.model_id, verify=False)
     else:
         path = Path(source)

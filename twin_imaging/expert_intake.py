@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -69,12 +67,8 @@ def receive_expert_seg(
     if not info.patient_id or store.patient_key_for(info.patient_id) != patient_key:
         raise ExpertSegError("the SEG's Patient ID is not the patient of the series it references")
     _, labels_path = store.artifact_file(analysis.analysis_id, "labels_nifti", actor=actor)
-    with tempfile.TemporaryDirectory() as scratch:  # artifacts are stored by hash; nibabel reads by file name
-        named = Path(scratch) / "labels.nii.gz"
-        named.symlink_to(labels_path)
-        reference = read_nifti(named)
     try:
-        labels = read_expert_labels(dataset, info, reference)
+        labels = read_expert_labels(dataset, info, read_nifti(labels_path))
     except DicomInputError as exc:
         raise ExpertSegError(str(exc)) from None
     record, created = store.record_expert_segmentation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -22,22 +23,35 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
 
 
 def read_nifti(path: str | os.PathLike) -> Volume:
-    """A 3D NIfTI image (a 4D one with a single volume is accepted) as a Volume."""
+    """A 3D NIfTI image (a 4D one with a single volume is accepted) as a Volume. A file whose name does not say
+    NIfTI (an upload, an artifact stored by its hash) is read through a link named by its content (.nii.gz when
+    gzipped, else .nii): nibabel picks its reader by the name."""
     path = Path(path)
     if not path.is_file():
         raise NiftiInputError(f"NIfTI file not found: {path}")
+    if not is_nifti_path(path):
+        with open(path, "rb") as stream:
+            gzipped = stream.read(2) == b"\x1f\x8b"
+        with tempfile.TemporaryDirectory() as scratch:
+            named = Path(scratch) / ("image.nii.gz" if gzipped else "image.nii")
+            named.symlink_to(path.resolve())
+            return _read(named, path.name)
+    return _read(path, path.name)
+
+
+def _read(path: Path, shown_name: str) -> Volume:
     try:
         image = nib.load(path)
         array = np.asanyarray(image.dataobj)  # applies scl_slope/scl_inter; stays integer where they are trivial
     except Exception as exc:  # nibabel raises several kinds on truncated or non-NIfTI files
-        raise NiftiInputError(f"{path.name} is not a readable NIfTI image: {exc}") from None
+        raise NiftiInputError(f"{shown_name} is not a readable NIfTI image: {exc}") from None
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
-        raise NiftiInputError(f"{path.name} has shape {array.shape}; a 3D image is needed")
+        raise NiftiInputError(f"{shown_name} has shape {array.shape}; a 3D image is needed")
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise NiftiInputError(f"{path.name} has a singular or non-finite affine")
+        raise NiftiInputError(f"{shown_name} has a singular or non-finite affine")
     intent = image.header.get_intent()[0] if hasattr(image.header, "get_intent") else ""
     label_names = {} if intent == "label" else None
     return Volume(array=array, affine_ras=affine, label_names=label_names)
