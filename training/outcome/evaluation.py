@@ -60,11 +60,7 @@ def cross_validate(
     for index, (train, test) in enumerate(folds.split(x, y)):
         model = fit(x[train], y[train])
         oof[index // n_splits, test] = model.logit(x[test])
-    aurocs = tuple(float(roc_auc_score(y, logits)) for logits in oof)
-    mean_logits = oof.mean(axis=0)
-    calibration = fit_platt(mean_logits, y)
-    calibrated = 1.0 / (1.0 + np.exp(-(calibration.slope * oof + calibration.intercept)))
-    brier = float(np.mean([brier_score_loss(y, p) for p in calibrated]))
+    aurocs, mean_logits, calibration, brier = score_oof(oof, y)
     return CrossValidation(
         family=family,
         target=target,
@@ -79,6 +75,16 @@ def cross_validate(
         brier=brier,
         calibration=calibration,
     )
+
+
+def score_oof(oof: np.ndarray, y: np.ndarray) -> tuple[tuple[float, ...], np.ndarray, PlattScaling, float]:
+    """Out-of-fold logits (repeats, n) → AUROC per repeat, the repeat-mean logits, the Platt calibration fitted on
+    them, and the Brier score of the calibrated probabilities (repeat mean)."""
+    aurocs = tuple(float(roc_auc_score(y, logits)) for logits in oof)
+    mean_logits = oof.mean(axis=0)
+    calibration = fit_platt(mean_logits, y)
+    calibrated = 1.0 / (1.0 + np.exp(-(calibration.slope * oof + calibration.intercept)))
+    return aurocs, mean_logits, calibration, float(np.mean([brier_score_loss(y, p) for p in calibrated]))
 
 
 def bootstrap_auroc_ci(

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
-from training.outcome.evaluation import bootstrap_auroc_ci
-from training.outcome.linear import LinearModel, PlattScaling, fit_platt
+from training.outcome.evaluation import bootstrap_auroc_ci, score_oof
+from training.outcome.linear import LinearModel, PlattScaling
 
 L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 INNER_SPLITS = 5
@@ -148,10 +148,7 @@ def paired_auroc_difference_ci(
 
 
 def _result(family: str, oof: np.ndarray, y: np.ndarray, chosen: Counter, n_splits: int, seed: int) -> NestedResult:
-    aurocs = tuple(float(roc_auc_score(y, logits)) for logits in oof)
-    mean_logits = oof.mean(axis=0)
-    calibration = fit_platt(mean_logits, y)
-    calibrated = 1.0 / (1.0 + np.exp(-(calibration.slope * oof + calibration.intercept)))
+    aurocs, mean_logits, calibration, brier = score_oof(oof, y)
     return NestedResult(
         family=family,
         n=len(y),
@@ -163,6 +160,6 @@ def _result(family: str, oof: np.ndarray, y: np.ndarray, chosen: Counter, n_spli
         auroc_per_repeat=aurocs,
         auroc_mean=float(np.mean(aurocs)),
         auroc_ci95=bootstrap_auroc_ci(y, mean_logits, seed=seed),
-        brier=float(np.mean([brier_score_loss(y, p) for p in calibrated])),
+        brier=brier,
         calibration=calibration,
     )
