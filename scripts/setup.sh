@@ -11,10 +11,10 @@ python="${PYTHON:-python3}"
 
 # Debian packages: the reference DICOM tools the tests compare against (dcm2niix, dciodvfy, dcmtk), and the
 # PostgreSQL server the twin store's tests start a throwaway instance of, and Orthanc (with its DICOMweb plugin),
-# the PACS the integration tests start on free ports.
+# the PACS the integration tests start on free ports, and Chromium, the browser the twin page's tests drive.
 apt_packages=()
 if [[ "$extras" == *dev* ]]; then
-  apt_packages+=(dcm2niix dcmtk dicom3tools postgresql orthanc orthanc-dicomweb)
+  apt_packages+=(dcm2niix dcmtk dicom3tools postgresql orthanc orthanc-dicomweb chromium fonts-dejavu-core)
 fi
 # The venv module is a separate package on Debian.
 "$python" -c "import ensurepip, venv" 2>/dev/null || apt_packages+=(python3-venv)

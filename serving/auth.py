@@ -4,7 +4,9 @@ A key comes in ``Authorization: Bearer <key>`` or ``X-API-Key``. Health, readine
 document need none. A missing or unknown key gets 401, a key whose role may not use the route 403, a body over
 ``serve_max_upload_bytes`` 413 (checked on the declared length and on the bytes as they stream in). The key file is
 re-read when it changes, so a revoked key stops working at once. The caller's key entry goes into the request's
-state (``principal``): the API names it as the actor in the twin's audit log.
+state (``principal``): the API names it as the actor in the twin's audit log. The twin page signs a clinician in
+once and then rides on a session cookie (``serving.page.session``): where no key is presented, a valid cookie with
+the page's ``X-Twin-Page`` header stands for the key it was issued to, under the same role checks.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import error_body
+from serving.page.session import PAGE_HEADER, SessionSigner, cookie_token, load_or_create_secret
 from twin_imaging.access import ApiKeyEntry, ApiKeyRegistry
 from twin_imaging.errors import InputError
 from twin_imaging.settings import get_settings
 
-PUBLIC_PATHS = frozenset({"/", "/docs", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics", "/schema.json"})
-PUBLIC_PREFIXES = ("/static_content/",)
+PUBLIC_PATHS = frozenset(
+    {"/", "/docs", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics", "/schema.json"}
+    | {"/page", "/page/", "/page/logout", "/page/whoami"}  # the twin page's shell (no patient data), sign-out
+)
+WHOAMI_PATH = "/page/whoami"  # public; names the session's key holder, if the request carries a valid session
+PUBLIC_PREFIXES = ("/static_content/", "/page/static/")
 INTEGRATION, CLINICIAN, ADMIN = "integration", "clinician", "admin"
 # Path prefix → roles allowed; the first match wins. A path matching none needs a valid key of any role (and then
 # gets the router's 404).
@@ -34,6 +41,7 @@ ROUTE_ROLES: tuple[tuple[str, frozenset[str]], ...] = (
     ("/v1/models", frozenset({INTEGRATION, CLINICIAN, ADMIN})),
     ("/v1/twin", frozenset({CLINICIAN, ADMIN})),
     ("/v1/outcome", frozenset({CLINICIAN, ADMIN})),
+    ("/page/", frozenset({CLINICIAN, ADMIN})),  # sign-in (/page/session) and the page's own data routes
 )
 
 
@@ -74,6 +82,11 @@ class KeyRing:
             self.refresh()
         return self._registry.authenticate(key)
 
+    def entry_named(self, name: str) -> ApiKeyEntry | None:
+        with contextlib.suppress(InputError):
+            self.refresh()
+        return next((e for e in self._registry.entries if e.name == name), None)
+
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
@@ -102,6 +115,13 @@ class ApiKeyMiddleware:
         self.keys = KeyRing(keys_file or settings.api_keys_file)
         self.max_body_bytes = max_body_bytes or settings.serve_max_upload_bytes
         self.max_json_bytes = max_json_bytes or settings.serve_max_json_bytes
+        self.sessions = SessionSigner(
+            load_or_create_secret(settings.page_session_secret_file), settings.page_session_hours * 3600
+        )
+
+    def _session_entry(self, headers: list[tuple[bytes, bytes]]) -> ApiKeyEntry | None:
+        token = cookie_token(headers)
+        return None if token is None else self.sessions.verify(token, self.keys.entry_named)
 
     def body_limit(self, path: str) -> int:
         """Uploads (file routes, STOW-RS) may be large; every other route takes a small JSON body."""
@@ -113,13 +133,24 @@ class ApiKeyMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         roles = roles_for(scope["path"])
+        headers = scope.get("headers", [])
+        if roles is None and scope["path"] == WHOAMI_PATH:  # public, but says who a valid session belongs to
+            entry = self._session_entry(headers) if any(n.lower() == PAGE_HEADER for n, _ in headers) else None
+            if entry is not None:
+                scope.setdefault("state", {})["principal"] = entry
         if roles is not None:
-            entry = self.keys.authenticate(presented_key(scope.get("headers", [])))
+            key = presented_key(headers)
+            token = cookie_token(headers) if key is None else None
+            if token is not None and not any(n.lower() == PAGE_HEADER for n, _ in headers):
+                return await _reply(send, 403, "a twin-page session is accepted only from the twin page")
+            entry = self.keys.authenticate(key) if token is None else self._session_entry(headers)
             if entry is None:
                 return await _reply(
                     send,
                     401,
-                    "a valid API key is required (Authorization: Bearer KEY or X-API-Key)",
+                    "the twin-page session has expired or its key was revoked: sign in again"
+                    if token is not None
+                    else "a valid API key is required (Authorization: Bearer KEY or X-API-Key)",
                     headers=[(b"www-authenticate", b'Bearer realm="twin-imaging"')],
                 )
             if entry.role not in roles:

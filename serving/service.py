@@ -30,6 +30,7 @@ from serving.docs_page import OwnDocsPage
 from serving.errors import ApiError, json_errors
 from serving.hardening import harden_bentoml
 from serving.openapi import document_dicomweb_routes
+from serving.page.app import page_app
 from twin_imaging.errors import ModelError
 from twin_imaging.expert_intake import receive_expert_seg
 from twin_imaging.inference.segment import Segmenter
@@ -55,6 +56,7 @@ document_dicomweb_routes()
     logging={"access": {"enabled": True, "request_content_length": True, "response_content_length": True}},
 )
 @bentoml.asgi_app(dicomweb_app, path="/dicomweb")
+@bentoml.asgi_app(page_app, path="/page")
 class TwinImaging:
     def __init__(self) -> None:
         self.settings = get_settings()

@@ -203,6 +203,8 @@ def _document(
                 snomed_code=spec.type.value,
                 snomed_meaning=spec.type.meaning,
                 laterality=spec.type_modifier.meaning if spec.type_modifier else None,
+                display_name=spec.display_name,
+                color_rgb=tuple(spec.color_rgb),
                 voxel_count=m.voxel_count,
                 volume_ml=round(m.volume_ml, 3),
                 hu_mean=_round(m.hu_mean, 2),

@@ -66,6 +66,10 @@ class StructureReport(_Model):
     snomed_code: str
     snomed_meaning: str
     laterality: str | None = None
+    display_name: str | None = Field(default=None, description="the name a clinician reads, e.g. 'Right kidney'")
+    color_rgb: tuple[int, int, int] | None = Field(
+        default=None, description="display colour (0..255 each), the same as in the SEG, overlays and meshes"
+    )
     voxel_count: int
     volume_ml: float
     hu_mean: float | None

@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     serve_spool_dir: Path | None = Field(
         default=None, description="where uploads and pushed (STOW-RS) instances wait durably; None = data_dir/spool"
     )
+    # The twin page (serving/page): a clinician's key, entered once, becomes a signed session cookie
+    page_session_hours: float = Field(
+        default=10.0, gt=0, le=24 * 7, description="how long a twin-page sign-in lasts (a clinical shift)"
+    )
+    page_session_secret_file: Path | None = Field(
+        default=None,
+        description="the key that signs twin-page session cookies (created at first use, owner-only; replicas "
+        "share it through the data folder); None = data_dir/page_session.key",
+    )
     viewer_volume_max_mb: float = Field(
         default=8.0,
         gt=0.5,
@@ -178,6 +187,8 @@ class Settings(BaseSettings):
             self.outbox_dir = self.data_dir / "outbox"
         if self.serve_spool_dir is None:
             self.serve_spool_dir = self.data_dir / "spool"
+        if self.page_session_secret_file is None:
+            self.page_session_secret_file = self.data_dir / "page_session.key"
         return self
 
 

@@ -213,6 +213,13 @@ class TwinStore(ExpertSegmentationRecords):
             audit(session, actor, "read_timeline", patient.patient_key, "patient", patient.id)
             return queries.timeline_of(session, patient)
 
+    def record_page_view(self, patient_key: str, view: str, *, actor: str) -> None:
+        """A clinician opened one of the twin page's views of a patient (the page's own audit row)."""
+        actor = check_actor(actor)
+        with self._transaction() as session:
+            patient = patients.find_patient(session, patient_key)
+            audit(session, actor, "page_view", patient.patient_key, "page", view)
+
     def latest_measurements(
         self, patient_key: str, *, actor: str, model_id: str | None = None
     ) -> v.AnalysisView | None:
