@@ -16,6 +16,7 @@ from twin_imaging.expert_intake import ExpertSegError, receive_expert_seg
 from twin_imaging.inference.segment import Segmenter
 from twin_imaging.models import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
+from twin_imaging.outcome.twin_scenarios import current_scenarios
 from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import Settings
 from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
@@ -96,6 +97,15 @@ def test_a_radiologists_seg_is_recorded_and_the_scenarios_run_on_its_masks(mass_
     summary = mass_case.store.summary(key, actor="test")
     recorded = [p for p in summary.predictions if p.mask_source == scenarios["mask_source"]]
     assert len(recorded) == len(scenarios["recorded_prediction_ids"]) == len(scenarios["predictions"]) + 2
+    for p in recorded:  # what drove each probability, and what was imputed, kept on the twin for the page
+        assert any("smoking_history" in i for i in p.imputed), p.imputed
+        logits = [abs(d["logit"]) for d in p.drivers]
+        assert len(logits) <= 5 and logits == sorted(logits, reverse=True), p.drivers
+    with_drivers = {p.target for p in recorded if p.drivers}
+    assert {"any_complication", "prolonged_stay"} <= with_drivers  # (a base-rate target has none)
+    assert "new_baseline_egfr" not in with_drivers
+    (shown,) = current_scenarios(summary)
+    assert all("drivers" in p for p in shown["predictions"]) and shown["imputed"]
     (analysis,) = summary.analyses
     (expert,) = analysis.expert_segmentations
     assert expert.author == "Radiologist Rita" and expert.received_via == "api"

@@ -31,6 +31,7 @@ from twin_imaging.volume import Volume
 SCENARIOS = ("partial_nephrectomy", "radical_nephrectomy")
 APPROACHES = ("robotic", "laparoscopic", "open")
 DEFAULT_MARGIN_MM = 5.0
+DRIVERS_KEPT = 5  # contributions recorded on the twin per prediction, strongest first
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ def prediction_inputs(
             upper=p.interval[1],
             analysis_id=analysis_id,
             mask_source=mask_source,
+            drivers=tuple(
+                {"feature": c.feature, "value": c.value, "logit": c.logit} for c in p.contributions[:DRIVERS_KEPT]
+            ),
+            imputed=report.imputed,
         )
         for p in report.predictions
     ]
@@ -106,6 +111,7 @@ def prediction_inputs(
             value=e.egfr_ml_min_1_73m2,
             unit=EGFR_UNIT,
             mask_source=mask_source,
+            imputed=report.imputed,
         )
         for e in report.new_baseline_egfr
     ]

@@ -155,6 +155,7 @@ def current_scenarios(summary) -> list[dict[str, Any]]:
                 "analysis_id": analysis_id,
                 "mask_source": chosen,
                 "other_mask_sources": sorted(set(sources) - {chosen}),
+                "imputed": sorted({i for p in rows for i in p.imputed}),
                 "predictions": [
                     {
                         "target": p.target,
@@ -165,6 +166,7 @@ def current_scenarios(summary) -> list[dict[str, Any]]:
                         "interval_90": [p.lower, p.upper],
                         "model": f"{p.model_id} {p.model_version}",
                         "created_at": p.created_at.isoformat(),
+                        "drivers": list(p.drivers),
                     }
                     for p in sorted(rows, key=lambda p: (p.target, p.scenario))
                 ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from twin_imaging.twin import views as v
 from twin_imaging.twin.schema import (
     Alert,
@@ -115,7 +117,15 @@ def prediction_view(p: Prediction) -> v.PredictionView:
         p.value,
         p.unit,
         p.mask_source,
+        *_explanation(p.explanation),
     )
+
+
+def _explanation(text: str | None) -> tuple[tuple[dict, ...], tuple[str, ...]]:
+    if not text:
+        return (), ()
+    found = json.loads(text)
+    return tuple(found.get("drivers", ())), tuple(found.get("imputed", ()))
 
 
 def alert_view(a: Alert) -> v.AlertView:

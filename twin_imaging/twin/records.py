@@ -4,6 +4,7 @@ audit row, in the caller's transaction. Recording the same observation or proced
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, datetime
 
@@ -115,6 +116,17 @@ def check_prediction(p: v.PredictionInput) -> None:
             raise TwinError(f"a prediction needs a {name}")
 
 
+def prediction_explanation(p: v.PredictionInput) -> str | None:
+    """The prediction's drivers and imputed inputs as the JSON of ``Prediction.explanation`` (None where neither)."""
+    if not p.drivers and not p.imputed:
+        return None
+    drivers = [
+        {"feature": str(d["feature"]), "value": float(d["value"]), "logit": round(float(d["logit"]), 4)}
+        for d in p.drivers
+    ]
+    return json.dumps({"drivers": drivers, "imputed": [str(i) for i in p.imputed]}, allow_nan=False)
+
+
 def add_prediction(session: Session, patient: Patient, p: v.PredictionInput, actor: str) -> Prediction:
     """The prediction's row (after check_prediction); its analysis, if it names one, must be this patient's."""
     analysis = None if p.analysis_id is None else _analysis_of(session, patient, p.analysis_id)
@@ -133,6 +145,7 @@ def add_prediction(session: Session, patient: Patient, p: v.PredictionInput, act
         upper=p.upper,
         model_id=p.model_id,
         model_version=p.model_version,
+        explanation=prediction_explanation(p),
     )
     session.add(row)
     session.flush()

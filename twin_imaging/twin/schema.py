@@ -324,6 +324,8 @@ class Prediction(Base):
     upper: Mapped[float | None] = mapped_column(Double)
     model_id: Mapped[str] = mapped_column(String(NAME))
     model_version: Mapped[str] = mapped_column(String(NAME))
+    # JSON {"drivers": [{"feature", "value", "logit"}], "imputed": ["field = value (source)"]}; NULL: none recorded
+    explanation: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
 
     __table_args__ = (

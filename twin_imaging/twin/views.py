@@ -127,6 +127,8 @@ class PredictionView:
     value: float | None = None  # a predicted quantity, e.g. the new-baseline eGFR
     unit: str | None = None
     mask_source: str | None = None  # "model", "expert_seg:<SOP Instance UID>"; None: an uploaded mask
+    drivers: tuple[dict, ...] = ()  # the strongest contributions {"feature", "value", "logit"} (+ raises the risk)
+    imputed: tuple[str, ...] = ()  # clinical inputs missing from the twin, imputed: "field = value (source)"
 
     @property
     def point(self) -> float:
@@ -227,6 +229,8 @@ class PredictionInput:
     value: float | None = None
     unit: str | None = None
     mask_source: str | None = None  # "model", "expert_seg:<SOP Instance UID>"
+    drivers: tuple[dict, ...] = ()  # {"feature": str, "value": float, "logit": float}, strongest first
+    imputed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ def test_a_clinician_sees_timeline_trends_viewer_and_scenarios(served):
         assert headers[1:] == ["Partial nephrectomy", "Radical nephrectomy"]
         table = page.inner_text(".scenarios")
         assert "New-baseline eGFR" in table and "90 %" in table
+        assert page.locator(".scenarios .drivers li").count() >= 4  # what drove the probabilities, per scenario
+        assert "imputed" in page.inner_text("#view-scenarios .imputed")
         assert "Research use only" in page.inner_text("#view-scenarios")
         assert "Research use only" in page.inner_text("#research-notice")
 
