@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/io`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,train,serve
+bash scripts/setup.sh dev,train,serve,batch
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"

@@ -55,3 +55,22 @@ def _fresh_settings(_isolated_data_dir):
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the session (``twin_imaging.testing.postgres``); skips without the
+    binaries, except under CI, where it fails."""
+    from twin_imaging.testing.postgres import PostgresUnavailable, throwaway_postgres
+
+    try:
+        context = throwaway_postgres()
+        server = context.__enter__()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        context.__exit__(None, None, None)

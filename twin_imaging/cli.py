@@ -340,6 +340,7 @@ def _configure_logging(level: int) -> None:
 
 def _register_groups() -> None:
     from twin_imaging.cli_access import api_key
+    from twin_imaging.cli_batch import batch
     from twin_imaging.cli_dev import demo, phantom
     from twin_imaging.cli_mesh import mesh
     from twin_imaging.cli_outcome import outcome
@@ -354,6 +355,7 @@ def _register_groups() -> None:
     cli.add_command(phantom)
     cli.add_command(demo)
     cli.add_command(mesh)
+    cli.add_command(batch)
 
 
 _register_groups()

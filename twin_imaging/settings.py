@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     serve_spool_dir: Path | None = Field(
         default=None, description="where uploads and pushed (STOW-RS) instances wait durably; None = data_dir/spool"
     )
+    # Cohorts (twin-imaging batch, on Ray)
+    batch_workers: int = Field(default=2, ge=1, le=1024, description="Ray actors, each with the model loaded once")
+    batch_cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs each actor reserves (and ORT threads)")
+    batch_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs each actor reserves (0: CPU only)")
     # The twin page (serving/page): a clinician's key, entered once, becomes a signed session cookie
     page_session_hours: float = Field(
         default=10.0, gt=0, le=24 * 7, description="how long a twin-page sign-in lasts (a clinical shift)"

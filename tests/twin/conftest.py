@@ -1,21 +1,14 @@
 """Fixtures of the twin tests.
 
-``database_url`` runs a test twice: on a SQLite file and on a throwaway PostgreSQL server (Debian's binaries,
-``initdb`` into a temporary folder and ``pg_ctl start`` on 127.0.0.1 and a free port, as the ``postgres`` user when
-the tests run as root), one fresh database per test. Without the binaries the PostgreSQL half skips, except under
-CI (``CI`` set), where it fails. ``phantom_case`` analyses a pre- and a post-operative phantom study of one patient
+``database_url`` runs a test twice: on a SQLite file and on a throwaway PostgreSQL server (``postgres_server``, in
+the root conftest), one fresh database per test. Without the binaries the PostgreSQL half skips, except under CI
+(``CI`` set), where it fails. ``phantom_case`` analyses a pre- and a post-operative phantom study of one patient
 (the left kidney scaled by 0.8) with the shipped model, once per session.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,12 +28,9 @@ from twin_imaging.testing import (
     write_phantom_study,
     write_threshold_model_package,
 )
-from twin_imaging.testing.network import free_port
 from twin_imaging.twin.database import database_url as parse_url
 from twin_imaging.twin.store import TwinStore
 
-POSTGRES_ROOT = Path("/usr/lib/postgresql")
-POSTGRES_USER = "twin"
 # Small enough to analyse in a few seconds, fine enough (2.5 x 2 x 3 mm) for the kidney volumes to be measured well.
 GEOMETRY = PhantomGeometry(shape=(160, 160, 64), spacing_mm=(2.5, 2.0, 3.0))
 PATIENT = PatientSpec(
@@ -48,65 +38,6 @@ PATIENT = PatientSpec(
 )
 PRE_DATE, POST_DATE = "20240115", "20240415"
 KIDNEY_SCALE = 0.8
-
-
-# --- PostgreSQL --------------------------------------------------------------------------------------------------
-
-
-def postgres_bin() -> Path | None:
-    """The newest installed PostgreSQL's bin folder (Debian's layout), or None."""
-    found = [p for p in POSTGRES_ROOT.glob("*/bin") if (p / "initdb").is_file() and (p / "pg_ctl").is_file()]
-    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, default=None)
-
-
-@dataclass
-class PostgresServer:
-    port: int
-    _names: itertools.count
-
-    def create_database(self) -> str:
-        """A fresh, empty database; its SQLAlchemy URL."""
-        import psycopg
-
-        name = f"twin_test_{next(self._names)}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=POSTGRES_USER, dbname="postgres") as connection:
-            connection.autocommit = True
-            connection.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://{POSTGRES_USER}@127.0.0.1:{self.port}/{name}"
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        message = f"PostgreSQL server binaries not found in {POSTGRES_ROOT}/*/bin (the README's set-up installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="twin-postgres-"))  # under /tmp: pytest's own folders are private to root
-    data, sockets, log = root / "data", root / "sockets", root / "server.log"
-    sockets.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    run = dict(check=True, capture_output=True, text=True, timeout=120)
-    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth=trust", "-E", "UTF8", "--no-sync"]
-    subprocess.run([*as_user, *initdb], **run)
-    port = free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data)]
-    try:
-        subprocess.run([*as_user, *pg_ctl, "-l", str(log), "-w", "-t", "60", "-o", options, "start"], **run)
-    except subprocess.CalledProcessError as error:
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        pytest.fail(f"PostgreSQL did not start: {error.stderr or error.stdout}\n{tail}")
-    try:
-        yield PostgresServer(port, itertools.count())
-    finally:
-        subprocess.run([*as_user, *pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,8 +26,8 @@ from twin_imaging.settings import Settings
 from twin_imaging.twin import mapping
 from twin_imaging.twin import views as v
 from twin_imaging.twin.audit import audit, check_actor
-from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis, supersede
-from twin_imaging.twin.schema import Analysis, AnalysisGrant, Artifact
+from twin_imaging.twin.ingest import Facts, add_analysis, facts_of, find_analysis, input_set_sha256, supersede
+from twin_imaging.twin.schema import Analysis, AnalysisGrant, Artifact, Series
 
 if TYPE_CHECKING:  # the store does not need the pipeline's imports (ONNX Runtime, highdicom) to run
     from twin_imaging.pipeline import AnalysisResult
@@ -106,6 +106,23 @@ def _insert_analysis(
         _crash_point(store.settings, "attach_before_commit")
         log.info("attached analysis %d (series row %d, patient row %d)", analysis.id, series.id, patient.id)
         return mapping.analysis_view(analysis, study, series)
+
+
+def attached_analysis_id(
+    store: TwinStore, series_uid: str, model_id: str, model_version: str, uids: list[str]
+) -> str | None:
+    with store._transaction() as session:
+        found = session.scalar(
+            select(Analysis.public_id)
+            .join(Analysis.series)
+            .where(
+                Series.series_instance_uid == series_uid,
+                Analysis.model_id == model_id,
+                Analysis.model_version == model_version,
+                Analysis.input_set_sha256 == input_set_sha256([u for u in uids if u]),
+            )
+        )
+        return found
 
 
 def find_analysis_row(session: Session, analysis_id: str, only_sent_by: str | None = None) -> Analysis:

@@ -213,6 +213,13 @@ class TwinStore(ExpertSegmentationRecords):
             audit(session, actor, "read_timeline", patient.patient_key, "patient", patient.id)
             return queries.timeline_of(session, patient)
 
+    def attached_analysis_id(
+        self, series_instance_uid: str, model_id: str, model_version: str, input_uids: Sequence[str]
+    ) -> str | None:
+        """The public id of the analysis of these input instances of a series by this model, if attached (the key
+        ``attach_analysis`` itself attaches once by); not audited: it reads no patient data."""
+        return analyses.attached_analysis_id(self, series_instance_uid, model_id, model_version, list(input_uids))
+
     def record_page_view(self, patient_key: str, view: str, *, actor: str) -> None:
         """A clinician opened one of the twin page's views of a patient (the page's own audit row)."""
         actor = check_actor(actor)
