@@ -12,6 +12,7 @@ reason; it never stops the other studies. Nothing here knows about Ray (``twin_i
 from __future__ import annotations
 
 import logging
+import resource
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ class ItemOutcome:
     reason: str | None = None
     seconds: float = 0.0
     worker: str = ""
+    worker_peak_rss_mb: float = 0.0  # the worker process' peak resident memory so far
 
 
 class BatchWorker:
@@ -71,7 +73,9 @@ class BatchWorker:
             outcome = ItemOutcome(item.row, item.label, "failed", reason=f"{type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return ItemOutcome(**{**outcome.__dict__, "seconds": time.perf_counter() - started, "worker": self.name})
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+        timing = {"seconds": time.perf_counter() - started, "worker": self.name, "worker_peak_rss_mb": peak_mb}
+        return ItemOutcome(**{**outcome.__dict__, **timing})
 
     def _run(self, item: BatchItem, scratch: Path) -> ItemOutcome:
         from twin_imaging.outcome.twin_scenarios import scenarios_after_attach
