@@ -30,6 +30,7 @@ from twin_imaging.errors import UnknownJobError
 from twin_imaging.files import atomic_path, fsync_directory
 
 QUEUED, RUNNING, COMPLETED, FAILED = "queued", "running", "completed", "failed"
+STALE_STAGING_SECONDS = 600.0  # a job folder without its record this long was cut off while its upload was staged
 _JOB_ID_CHARS = frozenset("0123456789abcdef")
 
 
@@ -113,9 +114,17 @@ class JobStore:
             if not folder.is_dir():
                 continue
             if not (folder / "job.json").is_file():
-                shutil.rmtree(folder, ignore_errors=True)
+                try:  # a replica sharing this store may be staging it right now: only a stale one is removed
+                    stale = time.time() - folder.stat().st_mtime > STALE_STAGING_SECONDS
+                except FileNotFoundError:
+                    continue
+                if stale:
+                    shutil.rmtree(folder, ignore_errors=True)
                 continue
-            job = self.get(folder.name)
+            try:
+                job = self.get(folder.name)
+            except UnknownJobError:  # removed meanwhile
+                continue
             if job.state in (QUEUED, RUNNING):
                 found.append(job)
         return sorted(found, key=lambda j: j.created)

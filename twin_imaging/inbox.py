@@ -13,10 +13,17 @@ study pushed in two bursts ends with one analysis of all of it), ``done/<study>.
 ``senders/<study>/<sha256 of sender>``
 (who pushed the study: only they, or a key that reads everything, learn its state). A study left in ``processing``
 by a crash goes back to ``incoming`` on ``recover()`` and is analysed again (attaching to the twin is idempotent).
+
+Several service replicas may share one inbox (a volume they all mount) when it is given a ``LeaseBoard``
+(``twin_imaging.twin.leases``, in the twin's database): a study is then taken through its lease before it is moved to
+``processing``, the lease is renewed while it is analysed, and a study left in ``processing`` by a replica that died
+goes back to ``incoming`` once that lease has run out (``recover``, called at start and then on every round), never
+while its replica lives. Uploads still streaming in are left alone by the others (only stale ones are removed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
@@ -37,6 +44,8 @@ from twin_imaging.errors import DicomInputError
 from twin_imaging.files import FILE_MODE, atomic_path, fsync_directory, rename_durably, write_bytes_atomic
 
 log = logging.getLogger(__name__)
+LEASE_KIND = "inbox_study"
+STALE_UPLOAD_SECONDS = 3600.0  # an upload untouched this long was cut off (a live one writes as it streams)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # Image storage SOP classes the pipeline can analyse (CT, Enhanced CT, MR, Enhanced MR).
 IMAGE_SOP_CLASSES = frozenset(
@@ -80,9 +89,10 @@ class ClaimedStudy:
 
 
 class StudyInbox:
-    def __init__(self, root: str | os.PathLike, *, keep_analysed_seconds: float = 24 * 3600.0) -> None:
+    def __init__(self, root: str | os.PathLike, *, keep_analysed_seconds: float = 24 * 3600.0, leases=None) -> None:
         self.root = Path(root)
         self.keep_analysed_seconds = keep_analysed_seconds
+        self.leases = leases  # a LeaseBoard where replicas share this inbox; None: this process alone uses it
         for name in ("incoming", "processing", "failed", "done", "senders", "receiving", "analysed"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
@@ -215,22 +225,33 @@ class StudyInbox:
         raises sends the study to ``failed`` with the reason. Returns how many studies this call handled."""
         handled = 0
         self.expire_analysed()
+        if self.leases is not None:
+            self.recover()  # what a replica that died left in processing, once its lease has run out
         for study in self.due(quiet_seconds=quiet_seconds):
-            claimed = self.claim(study)
-            if claimed is None:
-                continue
-            handled += 1
-            try:
-                outcome = handle(claimed)
-            except NotNow:
-                self._unclaim(claimed)
-                break
-            except Exception as exc:  # any failure of one study is recorded with it; the others go on
-                log.warning("a received study failed (%s); kept in the failed queue", type(exc).__name__)
-                self.fail(claimed, f"{type(exc).__name__}: {exc}")
-                continue
-            self.finish(claimed, **outcome)
+            if self.leases is not None and not self.leases.take(LEASE_KIND, study):
+                continue  # another replica works on it
+            with self._leased(study):
+                claimed = self.claim(study)
+                if claimed is None:
+                    continue
+                handled += 1
+                try:
+                    outcome = handle(claimed)
+                except NotNow:
+                    self._unclaim(claimed)
+                    break
+                except Exception as exc:  # any failure of one study is recorded with it; the others go on
+                    log.warning("a received study failed (%s); kept in the failed queue", type(exc).__name__)
+                    self.fail(claimed, f"{type(exc).__name__}: {exc}")
+                    continue
+                self.finish(claimed, **outcome)
         return handled
+
+    def _leased(self, study_instance_uid: str):
+        """Renew the study's lease while the block runs and release it after; nothing without leases."""
+        if self.leases is None:
+            return contextlib.nullcontext()
+        return self.leases.held(LEASE_KIND, study_instance_uid)
 
     def _unclaim(self, claimed: ClaimedStudy) -> None:
         target = self.root / "incoming" / claimed.study_instance_uid
@@ -242,13 +263,30 @@ class StudyInbox:
 
     def recover(self) -> int:
         """Studies a crash left in ``processing`` go back to ``incoming`` (returns how many); uploads it cut off
-        mid-body (never acknowledged to their sender) are removed."""
+        mid-body (never acknowledged to their sender) are removed. With leases, only what no live replica holds:
+        a study whose lease can be taken (run out, or its process gone), an upload untouched for an hour."""
+        now = time.time()
         for leftover in self.receiving_dir().iterdir():
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            try:
+                stale = now - leftover.stat().st_mtime > STALE_UPLOAD_SECONDS
+            except FileNotFoundError:
+                continue
+            if self.leases is None or stale:
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         moved = 0
         for folder in (self.root / "processing").iterdir():
-            self._unclaim(ClaimedStudy(folder.name.rsplit(".", 1)[0], folder))
-            moved += 1
+            study = folder.name.rsplit(".", 1)[0]
+            if self.leases is not None and not self.leases.take(LEASE_KIND, study):
+                continue  # a live replica analyses it
+            try:
+                if folder.is_dir() and any(folder.glob("*.dcm")):
+                    self._unclaim(ClaimedStudy(study, folder))
+                    moved += 1
+                elif folder.is_dir():  # its instances were kept as analysed before the crash: nothing to redo
+                    shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                if self.leases is not None:
+                    self.leases.release(LEASE_KIND, study)
         return moved
 
     @staticmethod

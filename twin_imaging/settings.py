@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     batch_workers: int = Field(default=2, ge=1, le=1024, description="Ray actors, each with the model loaded once")
     batch_cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs each actor reserves (and ORT threads)")
     batch_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs each actor reserves (0: CPU only)")
+    # Several replicas of the service on one twin database and one shared data folder
+    work_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="a replica's hold on a pushed study, a job or a delivery; renewed while it works, taken over by "
+        "another replica this long after the replica died",
+    )
+    serve_results_destination: str | None = Field(
+        default=None,
+        description="where the results (SEG, SR, overlay captures) of studies pushed by STOW-RS are sent, through "
+        "the outbox: a DICOMweb URL or AET@host:port; None = kept in the twin only",
+    )
     # The twin page (serving/page): a clinician's key, entered once, becomes a signed session cookie
     page_session_hours: float = Field(
         default=10.0, gt=0, le=24 * 7, description="how long a twin-page sign-in lasts (a clinical shift)"

@@ -86,7 +86,7 @@ def test_migrated_schema_equals_the_models(engine):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
-    assert current_revision(engine) == head_revision() == "0007"
+    assert current_revision(engine) == head_revision() == "0008"
     # compare_metadata does not look at ON DELETE: compare the foreign keys in full
     inspector = inspect(engine)
     for table in Base.metadata.sorted_tables:

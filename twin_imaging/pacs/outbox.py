@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -34,6 +35,13 @@ from twin_imaging.pacs.dicomweb import PacsError
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 3600.0
+LEASE_KIND = "outbox_item"
+_ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _places_of(item_id: str) -> list[tuple[str, str]]:
+    """Where an item of this id may be."""
+    return [("pending", item_id), ("sent", f"{item_id}.json"), ("dead", item_id)]
 
 
 @dataclass(frozen=True)
@@ -92,15 +100,27 @@ SendFunction = Callable[[Destination, list[Dataset]], None]
 
 
 class Outbox:
-    def __init__(self, root: str | os.PathLike, *, retry_seconds: float = 10.0, max_attempts: int = 20) -> None:
+    def __init__(
+        self, root: str | os.PathLike, *, retry_seconds: float = 10.0, max_attempts: int = 20, leases=None
+    ) -> None:
         self.root = Path(root)
+        self.leases = leases  # a LeaseBoard where replicas share this outbox: each delivery is taken through it
         self.retry_seconds = retry_seconds
         self.max_attempts = max_attempts
         for name in ("staging", "pending", "sent", "dead"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
-    def enqueue(self, datasets: Sequence[Dataset], destination: Destination, *, label: str) -> str:
-        item_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+    def enqueue(
+        self, datasets: Sequence[Dataset], destination: Destination, *, label: str, item_id: str | None = None
+    ) -> str:
+        """Write the item whole before anything is sent. ``item_id`` names it where it must exist once (e.g. per
+        analysis): an item of that id already pending, sent or dead is kept and nothing is added."""
+        if item_id is not None:
+            if not _ITEM_ID.match(item_id):
+                raise ValueError(f"an outbox item id has letters, digits, - and _ only: {item_id!r}")
+            if any((self.root / place / name).exists() for place, name in _places_of(item_id)):
+                return item_id
+        item_id = item_id or f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         staging = self.root / "staging" / item_id
         staging.mkdir()
         for number, dataset in enumerate(datasets):
@@ -108,7 +128,12 @@ class Outbox:
             pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
             write_bytes_atomic(staging / f"{number:04d}.dcm", buffer.getvalue())
         self._write_job(staging, OutboxItem(item_id, destination, label))
-        rename_durably(staging, self.root / "pending" / item_id)  # the item appears whole or not at all
+        try:
+            rename_durably(staging, self.root / "pending" / item_id)  # the item appears whole or not at all
+        except OSError:  # a replica enqueued the same item meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (self.root / "pending" / item_id).is_dir():
+                raise
         return item_id
 
     def pending(self) -> list[OutboxItem]:
@@ -118,7 +143,10 @@ class Outbox:
     def _items(parent: Path) -> list[OutboxItem]:
         items = []
         for folder in sorted(parent.iterdir()):
-            data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+            try:
+                data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+            except FileNotFoundError:  # delivered (or being staged) by another replica meanwhile
+                continue
             data["destination"] = Destination(**data["destination"])
             items.append(OutboxItem(**data, path=folder))
         return items
@@ -130,33 +158,44 @@ class Outbox:
         for item in self.pending():
             if not force and item.next_attempt > now:
                 continue
+            if self.leases is not None and not self.leases.take(LEASE_KIND, item.item_id):
+                continue  # another replica delivers it
             try:
-                send(item.destination, item.datasets())
-            except Exception as exc:  # one item's failure, of any kind, is its own: the queue behind it goes on
-                item.attempts += 1
-                item.next_attempt = time.time() + min(self.retry_seconds * 2 ** (item.attempts - 1), MAX_WAIT_S)
-                reason = str(exc) if isinstance(exc, PacsError) else f"{type(exc).__name__}: {exc}"
-                item.errors = [*item.errors[-9:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}"]
-                self._write_job(item.path, item)
-                if item.attempts >= self.max_attempts:
-                    rename_durably(item.path, self.root / "dead" / item.item_id)
-                    log.warning("outbox item %s given up after %d attempts: in dead/", item.item_id, item.attempts)
-                    dead.append(item.item_id)
-                else:
-                    retrying.append(item.item_id)
-                continue
-            record = {
-                "item_id": item.item_id,
-                "label": item.label,
-                "destination": item.destination.describe(),
-                "attempts": item.attempts + 1,
-                "delivered": time.time(),
-                "instances": len(list(item.path.glob("*.dcm"))),
-            }
-            write_bytes_atomic(self.root / "sent" / f"{item.item_id}.json", json.dumps(record).encode())
-            shutil.rmtree(item.path)
-            sent.append(item.item_id)
+                self._deliver(item, send, sent, retrying, dead)
+            finally:
+                if self.leases is not None:
+                    self.leases.release(LEASE_KIND, item.item_id)
         return DeliveryReport(tuple(sent), tuple(retrying), tuple(dead))
+
+    def _deliver(self, item: OutboxItem, send: SendFunction, sent: list, retrying: list, dead: list) -> None:
+        if not (item.path / "job.json").is_file():  # delivered by another replica since the list was read
+            return
+        try:
+            send(item.destination, item.datasets())
+        except Exception as exc:  # one item's failure, of any kind, is its own: the queue behind it goes on
+            item.attempts += 1
+            item.next_attempt = time.time() + min(self.retry_seconds * 2 ** (item.attempts - 1), MAX_WAIT_S)
+            reason = str(exc) if isinstance(exc, PacsError) else f"{type(exc).__name__}: {exc}"
+            item.errors = [*item.errors[-9:], f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}"]
+            self._write_job(item.path, item)
+            if item.attempts >= self.max_attempts:
+                rename_durably(item.path, self.root / "dead" / item.item_id)
+                log.warning("outbox item %s given up after %d attempts: in dead/", item.item_id, item.attempts)
+                dead.append(item.item_id)
+            else:
+                retrying.append(item.item_id)
+            return
+        record = {
+            "item_id": item.item_id,
+            "label": item.label,
+            "destination": item.destination.describe(),
+            "attempts": item.attempts + 1,
+            "delivered": time.time(),
+            "instances": len(list(item.path.glob("*.dcm"))),
+        }
+        write_bytes_atomic(self.root / "sent" / f"{item.item_id}.json", json.dumps(record).encode())
+        shutil.rmtree(item.path)
+        sent.append(item.item_id)
 
     def dead(self) -> list[OutboxItem]:
         """Items given up after ``max_attempts``: kept whole, for a person to look at and resend."""

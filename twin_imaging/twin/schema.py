@@ -372,3 +372,16 @@ class AuditEntry(Base):
     object_type: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str | None] = mapped_column(String(TEXT))
     detail: Mapped[str | None] = mapped_column(String(TEXT))
+
+
+class WorkLease(Base):
+    """A replica's hold on an item of shared work (``twin_imaging.twin.leases``): gone when the work is done,
+    takeable by another replica once ``expires_at`` has passed."""
+
+    __tablename__ = "work_lease"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # inbox_study, job, outbox_item
+    item: Mapped[str] = mapped_column(String(TEXT), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(NAME))  # host:pid:nonce of the process that holds it
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    taken: Mapped[int] = mapped_column(Integer)  # how many times it was taken: > 1 after a holder died
