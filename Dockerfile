@@ -16,13 +16,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BENTOML_HOME=/data/bentoml \
     BENTOML_DO_NOT_TRACK=True
 
+# EXTRAS=serve,batch for the image of Ray workers (twin-imaging batch on a KubeRay cluster)
+ARG EXTRAS=serve
 WORKDIR /app
 COPY pyproject.toml README.md bentofile.yaml ./
 COPY twin_imaging ./twin_imaging
 COPY training ./training
 COPY serving ./serving
 COPY models ./models
-RUN pip install ".[serve]" \
+RUN pip install ".[${EXTRAS}]" \
     && useradd --create-home --uid 10001 twin \
     && mkdir -p /data && chown twin:twin /data
 USER twin

@@ -223,6 +223,7 @@ class AnalysisRuns:
                     self.outbox.deliver_due(self._send)
                 if rounds % ADOPT_EVERY == 0:
                     self._resume_jobs()
+                    self.leases.sweep()
             except Exception:  # the watcher must survive anything (a full disk, a lost database connection)
                 log.exception("inbox watcher")
 

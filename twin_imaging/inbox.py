@@ -244,6 +244,8 @@ class StudyInbox:
                     log.warning("a received study failed (%s); kept in the failed queue", type(exc).__name__)
                     self.fail(claimed, f"{type(exc).__name__}: {exc}")
                     continue
+                if self.leases is not None:  # which replica analysed it
+                    outcome = {**outcome, "handled_by": self.leases.holder}
                 self.finish(claimed, **outcome)
         return handled
 

@@ -44,6 +44,9 @@ def test_a_lease_that_runs_out_is_taken_over(database_url, tmp_path):
     time.sleep(0.7)
     assert b.take("outbox_item", "analysis-1")
     assert not a.renew("outbox_item", "analysis-1")  # a, back from a long pause, learns it lost it
+    assert a.take("job", "done-but-not-released")
+    time.sleep(1.1)  # two leases long: its holder died after the work, before releasing
+    assert a.sweep() >= 1 and a.holder_of("job", "done-but-not-released") is None
     engine.dispose()
 
 

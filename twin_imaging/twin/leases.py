@@ -122,6 +122,13 @@ class LeaseBoard:
                 delete(WorkLease).where(WorkLease.kind == kind, WorkLease.item == item, WorkLease.holder == self.holder)
             )
 
+    def sweep(self) -> int:
+        """Delete leases that ran out a whole lease ago (a holder died after its work was done, before it released):
+        as safe as their expiry, which already lets anyone take them; how many."""
+        cutoff = utc_now() - timedelta(seconds=self.seconds)
+        with self.engine.begin() as connection:
+            return connection.execute(delete(WorkLease).where(WorkLease.expires_at < cutoff)).rowcount
+
     def holder_of(self, kind: str, item: str) -> str | None:
         with self.engine.begin() as connection:
             return connection.scalar(select(WorkLease.holder).where(WorkLease.kind == kind, WorkLease.item == item))
