@@ -113,8 +113,10 @@ class Volume:
             raise ValueError(f"array shape {array.shape} differs from the volume's {self.shape}")
         return replace(self, array=array, label_names=label_names)
 
-    def reoriented(self, axcodes: str = "RAS") -> Volume:
-        """A copy whose voxel axes run along ``axcodes`` (closest to the current axes; no resampling).
+    def reoriented(self, axcodes: str = "RAS", *, copy: bool = True) -> Volume:
+        """A volume whose voxel axes run along ``axcodes`` (closest to the current axes; no resampling). With
+        ``copy=False`` its array is a view (flipped and transposed strides, no copy: what is read from it needs no
+        contiguous array, e.g. a resampling or a few slices; copying a 512 x 512 x 300 CT takes 0.7 s).
 
         Flipping or permuting axes breaks the per-slice link to source images, so ``sources`` is dropped
         unless the slice axis is unchanged.
@@ -129,7 +131,7 @@ class Volume:
         keep_sources = transform[2, 0] == 2 and transform[2, 1] == 1
         return replace(
             self,
-            array=np.ascontiguousarray(array),
+            array=np.ascontiguousarray(array) if copy else array,
             affine_ras=affine,
             sources=self.sources if keep_sources else (),
         )

@@ -69,7 +69,7 @@ def write_dicom_seg(
         source_images = [multiframe]
     if labels.array.dtype.kind not in "iu":
         raise ValueError(f"a label map holds integers, got {labels.array.dtype}")
-    present = np.unique(labels.array)
+    present = _present_labels(np.asarray(labels.array))
     by_label = {s.label: s for s in card.structures}
     unknown = sorted(int(v) for v in present if v != 0 and int(v) not in by_label)
     if unknown:
@@ -81,7 +81,7 @@ def write_dicom_seg(
     lookup = np.zeros(max(by_label) + 1, dtype=np.uint8)
     for number, spec in enumerate(structures, start=1):
         lookup[spec.label] = number
-    frames = lookup[np.transpose(labels.array, (2, 1, 0))]  # [i, j, k] → (k, rows=j, columns=i), segment numbers
+    frames = _segment_frames(np.asarray(labels.array), lookup)
     if multiframe is not None:  # one SEG frame per source frame, in the source's frame order
         by_frame = np.zeros((int(multiframe.NumberOfFrames), *frames.shape[1:]), dtype=frames.dtype)
         by_frame[np.asarray(frame_numbers) - 1] = frames
@@ -166,6 +166,31 @@ def read_dicom_seg(seg: Dataset | str | os.PathLike, reference: Volume) -> Volum
 class _Segment:
     label: int
     name: str
+
+
+_CHUNK_I = 16  # label-map rows along i handled at once: their transposed copy stays in the CPU caches
+
+
+def _present_labels(array: np.ndarray) -> np.ndarray:
+    """The values in a non-negative integer label map, counted chunk by chunk (np.unique sorts 78 M voxels; one
+    np.bincount over them all allocates 8 bytes a voxel)."""
+    counts = np.zeros(1, dtype=np.int64)
+    for start in range(0, array.shape[0], _CHUNK_I):
+        found = np.bincount(array[start : start + _CHUNK_I].ravel())
+        if len(found) > len(counts):
+            counts = np.pad(counts, (0, len(found) - len(counts)))
+        counts[: len(found)] += found
+    return np.flatnonzero(counts)
+
+
+def _segment_frames(array: np.ndarray, lookup: np.ndarray) -> np.ndarray:
+    """[i, j, k] labels → (k, rows=j, columns=i) segment numbers, C-contiguous (highdicom compares each plane with
+    each segment number: 10 times slower on a strided view). Transposed a chunk of i at a time, which is twice as
+    fast as one transposing copy of the whole map."""
+    frames = np.empty(array.shape[::-1], dtype=lookup.dtype)
+    for start in range(0, array.shape[0], _CHUNK_I):
+        frames[:, :, start : start + _CHUNK_I] = lookup[array[start : start + _CHUNK_I]].transpose(2, 1, 0)
+    return frames
 
 
 def _segment_description(

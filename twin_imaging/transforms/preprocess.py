@@ -34,7 +34,7 @@ class PreprocessedImage:
 
 def preprocess_image(volume: Volume, spec: PreprocessingSpec) -> PreprocessedImage:
     """``volume`` reoriented, resampled (trilinear; skipped where the spacing already matches) and windowed."""
-    ras = volume.reoriented(spec.orientation)
+    ras = volume.reoriented(spec.orientation, copy=False)  # the resampling reads the view: no copy of the CT
     if _spacing_matches(ras, spec):
         model, array = ras, scale_intensity(ras.array, spec.intensity)
     else:
