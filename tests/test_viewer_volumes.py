@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from twin_imaging.testing import PhantomGeometry, make_phantom
-from twin_imaging.viewer_volumes import viewer_copies, viewer_factors
+from twin_imaging.viewer_volumes import _block_means, viewer_copies, viewer_factors
 
 
 def test_factors_keep_square_pixels_and_fit_the_bound():
@@ -37,3 +37,17 @@ def test_copies_share_a_grid_in_the_same_patient_space():
     liver = labels.array == 1
     hu = ct.array[liver].astype(float)
     assert abs(np.median(hu) - 60.0) < 10  # the phantom's liver HU survives the block mean
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize(
+    ("shape", "factors"), [((10, 7, 5), (3, 2, 2)), ((9, 9, 9), (3, 3, 3)), ((8, 5, 4), (1, 3, 4))]
+)
+def test_block_means_match_a_plain_mean_of_each_block_including_partial_ones(order, shape, factors):
+    array = np.asarray(np.random.default_rng(0).integers(-1000, 1000, shape), dtype=np.int16, order=order)
+    got = _block_means(array, factors)
+    expected = np.empty(got.shape)
+    for index in np.ndindex(got.shape):
+        block = tuple(slice(i * f, (i + 1) * f) for i, f in zip(index, factors, strict=True))
+        expected[index] = array[block].mean()
+    np.testing.assert_allclose(got, expected, atol=1e-3)
