@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--model", action="append", help="model id or package folder (repeat to compare)")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the PyTorch + MONAI route (needs the [train] extra)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_analyze_"))
@@ -53,6 +56,8 @@ def main() -> None:
             runs.append(timings)
         column = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
         column["model load"] = load_seconds
+        if not args.no_baseline:
+            _baseline(column, workdir / "study", package, args.threads, args.repeats)
         column["peak RSS so far (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         columns[f"{package.card.model_id} {package.card.version}"] = column
         del segmenter
@@ -68,6 +73,28 @@ def main() -> None:
     for stage in stages:
         print(f"| {stage} | " + " | ".join(_cell(columns[n].get(stage)) for n in names) + " |")
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _baseline(column, study, package, threads: int, repeats: int) -> None:
+    """The same weights through PyTorch + MONAI (``monai_baseline``), from the same decoded volume; the ratio of its
+    DICOM-to-labels time to ours."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from monai_baseline import monai_route, torch_network
+
+    from twin_imaging.pipeline import read_study
+
+    network = torch_network(package)
+    volume = read_study(study).volume
+    steps = [monai_route(volume, package, network, threads=threads)[1] for _ in range(repeats)]
+    for step in steps[0]:
+        column[f"MONAI route: {step}"] = statistics.median(s[step] for s in steps)
+    monai_total = statistics.median(sum(s.values()) for s in steps) + column["read"]
+    ours = column["read"] + column["segment"]
+    column["MONAI route: DICOM to labels"] = monai_total
+    column["ours: DICOM to labels"] = ours
+    column["MONAI route / ours (DICOM to labels)"] = monai_total / ours
 
 
 def _package_path(model: str) -> Path:
