@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from twin_imaging.files import write_bytes_atomic
 from twin_imaging.volume import Volume
@@ -68,17 +69,22 @@ def structure_meshes(
     voxel_ml = float(np.prod(spacing)) / 1000.0
     flip = np.linalg.det(labels.affine_ras[:3, :3]) < 0
     array = np.asarray(labels.array)
+    names = dict(sorted((labels.label_names or {}).items()))
+    # every structure's bounding box in one pass; each mask is then made inside its box only
+    boxes = ndimage.find_objects(array, max_label=max(names, default=0)) if names else []
     meshes = []
-    for value, name in sorted((labels.label_names or {}).items()):
+    for value, name in names.items():
         if wanted is not None and name not in wanted:
             continue
-        mask = array == value
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if box is None:
+            continue
+        mask = array[box] == value
         count = int(np.count_nonzero(mask))
         if count == 0:
             continue
-        box = _box(mask)
         start = np.array([s.start for s in box])
-        crop = mask[box][:: step[0], :: step[1], :: step[2]]
+        crop = mask[:: step[0], :: step[1], :: step[2]]
         padded = np.pad(crop, 1).astype(np.float32)  # zeros around: the surface closes
         if min(padded.shape) < 2 or padded.max() == 0:
             continue
@@ -121,8 +127,3 @@ def write_meshes(meshes: list[StructureMesh], path: str | os.PathLike, *, only: 
         data = merged.export(file_type=kind)
     write_bytes_atomic(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     return path
-
-
-def _box(mask: np.ndarray) -> tuple[slice, ...]:
-    found = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    return tuple(slice(int(f[0]), int(f[-1]) + 1) for f in found)
