@@ -36,6 +36,12 @@ def main() -> None:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the PyTorch + MONAI route (needs the [train] extra)"
     )
+    parser.add_argument(
+        "--providers",
+        default=None,
+        help="ONNX Runtime providers, e.g. CUDAExecutionProvider or TensorrtExecutionProvider,CUDAExecutionProvider "
+        "(default: settings, auto)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_analyze_"))
@@ -45,7 +51,7 @@ def main() -> None:
     for model in args.model or [None]:
         package = default_segmentation_package() if model is None else load_model_package(_package_path(model))
         start = time.perf_counter()
-        segmenter = Segmenter(package, intra_op_threads=args.threads)
+        segmenter = Segmenter(package, intra_op_threads=args.threads, providers=args.providers)
         load_seconds = time.perf_counter() - start
         runs: list[dict[str, float]] = []
         for repeat in range(args.repeats):
@@ -59,7 +65,8 @@ def main() -> None:
         if not args.no_baseline:
             _baseline(column, workdir / "study", package, args.threads, args.repeats)
         column["peak RSS so far (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-        columns[f"{package.card.model_id} {package.card.version}"] = column
+        providers = "+".join(p.replace("ExecutionProvider", "") for p in segmenter.session.get_providers())
+        columns[f"{package.card.model_id} {package.card.version} ({providers})"] = column
         del segmenter
 
     print(
