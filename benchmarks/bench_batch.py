@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study  # noqa: E402
+from twin_imaging.testing import PhantomGeometry, write_phantom_cohort  # noqa: E402
 
 
 def main() -> None:
@@ -36,14 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as folder:
         root = Path(folder)
         geometry = PhantomGeometry(shape=tuple(args.shape), spacing_mm=(1.5, 1.5, 2.5))
-        for n in range(args.studies):
-            write_phantom_study(
-                root / f"study{n}",
-                (SeriesSpec(geometry=geometry),),
-                patient=PatientSpec(patient_id=f"BENCH-{n}"),
-                study=StudySpec(accession_number=f"B{n}"),
-                seed=n,
-            )
+        write_phantom_cohort(root, args.studies, geometry, prefix="BENCH")
         manifest = root / "cohort.csv"
         manifest.write_text("source\n" + "".join(f"study{n}\n" for n in range(args.studies)), encoding="utf-8")
         for workers in args.workers:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -47,25 +46,13 @@ from twin_imaging.pacs.results import result_datasets
 from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import Settings
 from twin_imaging.twin import views as v
-from twin_imaging.twin.leases import LeaseBoard
+from twin_imaging.twin.leases import LeaseBoard, holder_gone
 from twin_imaging.twin.store import TwinStore
 from twin_imaging.volume import Volume
 
 log = logging.getLogger(__name__)
 JOB_LEASE = "job"
 ADOPT_EVERY = 10  # watcher rounds (about seconds) between looks for jobs that replicas which died left unfinished
-
-
-def _alive(pid_text: str) -> bool:
-    if not pid_text.isdigit():
-        return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class AnalysisRuns:
@@ -204,11 +191,10 @@ class AnalysisRuns:
     def _clean_scratch(self) -> None:
         """Scratch folders of processes of this host that have ended (a crash cut their analyses off; the inputs
         live on in the job store or the inbox). Other hosts' folders are theirs to clean."""
-        host = self.leases.holder.split(":")[0]
         self._scratch()
         for leftover in (self.spool / "work").iterdir():
-            owner = leftover.name.rsplit("-", 2)
-            if leftover.is_dir() and len(owner) == 3 and owner[0] == host and not _alive(owner[1]):
+            owner = leftover.name.rsplit("-", 2)  # the holder name host:pid:nonce, written with dashes
+            if leftover.is_dir() and len(owner) == 3 and holder_gone(":".join(owner)):
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def _watch_inbox(self) -> None:

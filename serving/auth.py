@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import error_body
-from serving.page.session import PAGE_HEADER, SessionSigner, cookie_token, load_or_create_secret
+from serving.page.session import cookie_token, from_page, session_signer
 from twin_imaging.access import ApiKeyEntry, ApiKeyRegistry
 from twin_imaging.errors import InputError
 from twin_imaging.settings import get_settings
@@ -115,9 +115,7 @@ class ApiKeyMiddleware:
         self.keys = KeyRing(keys_file or settings.api_keys_file)
         self.max_body_bytes = max_body_bytes or settings.serve_max_upload_bytes
         self.max_json_bytes = max_json_bytes or settings.serve_max_json_bytes
-        self.sessions = SessionSigner(
-            load_or_create_secret(settings.page_session_secret_file), settings.page_session_hours * 3600
-        )
+        self.sessions = session_signer()
 
     def _session_entry(self, headers: list[tuple[bytes, bytes]]) -> ApiKeyEntry | None:
         token = cookie_token(headers)
@@ -135,13 +133,13 @@ class ApiKeyMiddleware:
         roles = roles_for(scope["path"])
         headers = scope.get("headers", [])
         if roles is None and scope["path"] == WHOAMI_PATH:  # public, but says who a valid session belongs to
-            entry = self._session_entry(headers) if any(n.lower() == PAGE_HEADER for n, _ in headers) else None
+            entry = self._session_entry(headers) if from_page(headers) else None
             if entry is not None:
                 scope.setdefault("state", {})["principal"] = entry
         if roles is not None:
             key = presented_key(headers)
             token = cookie_token(headers) if key is None else None
-            if token is not None and not any(n.lower() == PAGE_HEADER for n, _ in headers):
+            if token is not None and not from_page(headers):
                 return await _reply(send, 403, "a twin-page session is accepted only from the twin page")
             entry = self.keys.authenticate(key) if token is None else self._session_entry(headers)
             if entry is None:

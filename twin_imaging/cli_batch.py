@@ -12,7 +12,9 @@ import click
 
 @click.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--workers", type=int, help="Ray actors, each with the model loaded once (default: settings).")
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Ray actors, each with the model loaded once (default: settings)."
+)
 @click.option("--ray-address", help="A Ray cluster ('auto', ray://head:10001); default: a local Ray instance.")
 @click.option("--model", help="Model package folder or id (default: the shipped organ model).")
 @click.option("--db", metavar="URL", help="Twin database URL (default: settings; PostgreSQL for a cluster).")

@@ -17,7 +17,6 @@ carries a Content-Security-Policy that allows nothing but this origin: no CDN, n
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from serving.errors import error_response, status_of
-from serving.page.session import SessionSigner, came_over_https, load_or_create_secret, session_cookie
+from serving.page.session import came_over_https, session_cookie, session_signer
 from twin_imaging.errors import InputError, TwinImagingError
-from twin_imaging.settings import get_settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -93,7 +91,7 @@ async def page(request: Request) -> Response:
 @_refusals
 async def sign_in(request: Request) -> Response:
     entry = _principal(request)
-    signer = _signer()
+    signer = session_signer()
     response = JSONResponse({"signed_in": True, "name": entry.name, "role": entry.role})
     cookie = session_cookie(
         signer.issue(entry), max_age_s=int(signer.lifetime_s), secure=came_over_https(request.scope)
@@ -109,12 +107,6 @@ async def whoami(request: Request) -> Response:
     if entry is None:
         return JSONResponse({"signed_in": False})
     return JSONResponse({"signed_in": True, "name": entry.name, "role": entry.role})
-
-
-@functools.lru_cache(maxsize=1)
-def _signer() -> SessionSigner:
-    settings = get_settings()
-    return SessionSigner(load_or_create_secret(settings.page_session_secret_file), settings.page_session_hours * 3600)
 
 
 async def sign_out(request: Request) -> Response:

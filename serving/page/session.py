@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -83,6 +84,21 @@ class SessionSigner:
     def _mac(self, entry: ApiKeyEntry, expires: int) -> str:
         message = f"{entry.name}\n{entry.sha256}\n{expires}".encode()
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def session_signer() -> SessionSigner:
+    """The process' signer, from the settings (secret file, lifetime): the auth middleware verifies with it, the
+    sign-in route issues with it."""
+    from twin_imaging.settings import get_settings
+
+    settings = get_settings()
+    return SessionSigner(load_or_create_secret(settings.page_session_secret_file), settings.page_session_hours * 3600)
+
+
+def from_page(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request carries the page's ``X-Twin-Page`` header."""
+    return any(name.lower() == PAGE_HEADER for name, _ in headers)
 
 
 def session_cookie(token: str, *, max_age_s: int, secure: bool) -> str:

@@ -17,7 +17,7 @@ from twin_imaging.inference.segment import Segmenter
 from twin_imaging.models import default_segmentation_package
 from twin_imaging.pipeline import analyze_study
 from twin_imaging.settings import Settings
-from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
+from twin_imaging.testing import PhantomGeometry, write_phantom_cohort
 from twin_imaging.testing.orthanc import OrthancServer, orthanc_available
 from twin_imaging.twin.store import TwinStore
 
@@ -39,15 +39,7 @@ def orthanc(tmp_path_factory):
 def cohort(tmp_path_factory, orthanc):
     pytest.importorskip("ray", reason="ray is not installed (scripts/test.sh installs the batch extra)")
     root = tmp_path_factory.mktemp("cohort")
-    written = {}
-    for n in range(5):
-        written[n] = write_phantom_study(
-            root / f"study{n}",
-            (SeriesSpec(geometry=GEOMETRY),),
-            patient=PatientSpec(patient_id=f"COHORT-{n}"),
-            study=StudySpec(accession_number=f"ACC{n}"),
-            seed=n,
-        )
+    written = write_phantom_cohort(root, 5, GEOMETRY)
     corrupt = root / "study5"
     corrupt.mkdir()
     (corrupt / "IM0001.dcm").write_bytes(b"DICM" + os.urandom(2048))  # not a DICOM file

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from serving.launch import start_server
-from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
+from twin_imaging.testing import PhantomGeometry, write_phantom_cohort
 from twin_imaging.testing.orthanc import OrthancServer, orthanc_available
 from twin_imaging.testing.stow import stow_body, stow_content_type
 
@@ -62,19 +62,12 @@ def test_two_replicas_one_killed_mid_analysis_every_study_once(tmp_path, postgre
         "TWIN_IMAGING_WORK_LEASE_SECONDS": "10",
         "TWIN_IMAGING_OUTBOX_RETRY_SECONDS": "1",
     }
-    studies = [
-        write_phantom_study(
-            tmp_path / f"study{n}",
-            (SeriesSpec(geometry=GEOMETRY),),
-            patient=PatientSpec(patient_id=f"REPLICA-{n}"),
-            study=StudySpec(accession_number=f"R{n}"),
-            seed=n,
-        )
-        for n in range(STUDIES)
-    ]
+    studies = write_phantom_cohort(tmp_path, STUDIES, GEOMETRY, prefix="REPLICA")
     # the victim's worker kills itself (SIGKILL, as the OOM killer would) in the middle of its first attach, after
     # the analysis and before the twin commits it, holding the study's lease
-    crash = {"TWIN_IMAGING_TEST_CRASH_POINT": "attach_before_commit"}
+    # the victim waits longer for quiet, so that it dies only after every push was answered (a load balancer would
+    # send a refused push elsewhere; this test keeps its pushes fixed)
+    crash = {"TWIN_IMAGING_TEST_CRASH_POINT": "attach_before_commit", "TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "8"}
     replicas = [start_server(tmp_path / "a", env={**env, **crash}), start_server(tmp_path / "b", env=env)]
     engine = create_engine(database_url)
     try:

@@ -22,6 +22,7 @@ from twin_imaging.testing.phantom_dicom import (
     StudySpec,
     localizer_geometries,
     phantom_datasets,
+    write_phantom_cohort,
     write_phantom_study,
 )
 from twin_imaging.testing.real_series import copy_series_with_uids
@@ -48,6 +49,7 @@ __all__ = [
     "phantom_datasets",
     "project_phantom",
     "threshold_labels",
+    "write_phantom_cohort",
     "write_phantom_study",
     "write_threshold_model_package",
 ]

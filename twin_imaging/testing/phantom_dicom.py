@@ -196,6 +196,23 @@ def write_phantom_study(
     return _build_study(tuple(series), save, **args)
 
 
+def write_phantom_cohort(
+    root: str | Path, count: int, geometry: PhantomGeometry, *, prefix: str = "COHORT"
+) -> list[PhantomStudy]:
+    """``count`` studies of as many patients (``<prefix>-<n>``) in ``root/study<n>``, each with its own noise and
+    UIDs: a cohort for the batch and replica tests and benchmarks."""
+    return [
+        write_phantom_study(
+            Path(root) / f"study{n}",
+            (SeriesSpec(geometry=geometry),),
+            patient=PatientSpec(patient_id=f"{prefix}-{n}"),
+            study=StudySpec(accession_number=f"{prefix[:8]}{n}"),
+            seed=n,
+        )
+        for n in range(count)
+    ]
+
+
 def phantom_datasets(
     series: Iterable[SeriesSpec] = (SeriesSpec(),),
     *,

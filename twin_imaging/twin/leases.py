@@ -45,7 +45,7 @@ def this_process() -> str:
 _HOLDER: str | None = None
 
 
-def _dead_here(holder: str) -> bool:
+def holder_gone(holder: str) -> bool:
     """A holder on this host whose process no longer runs (a crash or SIGKILL): no need to wait for its lease."""
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
@@ -86,7 +86,7 @@ class LeaseBoard:
             except IntegrityError:  # another replica inserted it first
                 return False
         holder, until, taken = row
-        if holder != self.holder and until > now and not _dead_here(holder):
+        if holder != self.holder and until > now and not holder_gone(holder):
             return False
         with self.engine.begin() as connection:
             changed = connection.execute(

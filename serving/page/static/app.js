@@ -4,10 +4,12 @@
 (function app(T) {
   const $ = (id) => document.getElementById(id);
   const page = { patientId: null, summary: null, view: 'timeline' };
-  window.TwinPage.page = page;
 
-  function show(section) {
-    for (const id of ['sign-in', 'search', 'patient']) $(id).hidden = id !== section && !(id === 'search' && section === 'patient');
+  // What each stage of the flow shows: the patient views keep the search box above them.
+  const SHOWN = { 'sign-in': ['sign-in'], search: ['search'], patient: ['search', 'patient'] };
+
+  function show(stage) {
+    for (const id of ['sign-in', 'search', 'patient']) $(id).hidden = !SHOWN[stage].includes(id);
   }
 
   function say(text, kind = 'error') {

@@ -7,7 +7,6 @@
   const WINDOWS = { abdomen: [-160, 240], liver: [-15, 135], bone: [-500, 1300], lung: [-1350, 150] };
   const viewer = { slices: null, render: null, ct: null, labels: null, structures: [], hidden: new Set(),
     meshes: new Map(), analysisId: null };
-  T.viewerState = viewer;
 
   async function niivueOn(canvasId, sliceType) {
     const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], isColorbar: false, show3Dcrosshair: false,
