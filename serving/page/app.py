@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from serving.errors import error_response, status_of
 from serving.page.session import came_over_https, session_cookie, session_signer
-from twin_imaging.errors import InputError, TwinImagingError
+from twin_imaging.errors import ArtifactError, InputError, TwinImagingError
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -140,7 +140,11 @@ async def meshes(request: Request) -> Response:
 
     def read() -> list[dict[str, Any]]:
         _, path = store.artifact_file(body["analysis_id"], "mesh_glb", actor=principal.actor, only_sent_by=only_sent_by)
-        return glb_meshes(path)
+        try:
+            return glb_meshes(path)
+        except Exception as exc:  # its sha256 matched, so the file was written unreadable: the server's fault, named
+            name = type(exc).__name__
+            raise ArtifactError(f"the meshes of analysis {body['analysis_id']} cannot be read ({name})") from None
 
     return JSONResponse({"meshes": await anyio.to_thread.run_sync(read)})
 
