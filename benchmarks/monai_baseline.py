@@ -2,7 +2,8 @@
 
 MONAI transforms for the preprocessing (``Orientation``, ``Spacing``, ``ScaleIntensityRange`` on a MetaTensor), the
 card's window, ``sliding_window_inference`` with the card's patch size, overlap and Gaussian weighting, argmax, and
-the labels back on the source grid with ``ResampleToMatch`` (nearest), as a MONAI bundle's inference does. The
+the labels back on the source grid with ``ResampleToMatch`` (nearest), as a MONAI bundle's inference does; the
+DICOM series read by MONAI's ``LoadImage`` with its ``PydicomReader`` (``monai_read``). The
 network is rebuilt from the card's recipe (``training.networks``) and loaded with the ONNX file's own initializers,
 matched by parameter name, so both routes run exactly the same weights. Needs the [train] extra (torch, MONAI).
 """
@@ -53,8 +54,20 @@ def torch_network(package):
     return network.eval()
 
 
-def monai_route(volume, package, network, *, threads: int) -> tuple[np.ndarray, dict[str, float]]:
-    """Labels on the source grid and the seconds of each step, from a decoded ``Volume`` (RAS affine)."""
+def monai_read(study_folder) -> tuple[object, float]:
+    """The DICOM series as MONAI reads it (``LoadImage`` with its ``PydicomReader``: pydicom, no ITK), and the
+    seconds taken: the standard route's own first step."""
+    from monai.data import PydicomReader
+    from monai.transforms import LoadImage
+
+    start = time.perf_counter()
+    image = LoadImage(reader=PydicomReader(), image_only=True, ensure_channel_first=True)(str(study_folder))
+    return image, time.perf_counter() - start
+
+
+def monai_route(image, package, network, *, threads: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Labels on the source grid, that grid's RAS affine and the seconds of each step, from a decoded image: a
+    ``Volume`` (RAS affine; our reader) or a channel-first MONAI ``MetaTensor`` (``monai_read``)."""
     import torch
     from monai.data import MetaTensor
     from monai.inferers import sliding_window_inference
@@ -65,7 +78,8 @@ def monai_route(volume, package, network, *, threads: int) -> tuple[np.ndarray, 
     spec = card.preprocessing
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    image = MetaTensor(torch.from_numpy(np.asarray(volume.array, dtype=np.float32))[None], affine=volume.affine_ras)
+    if not isinstance(image, MetaTensor):
+        image = MetaTensor(torch.from_numpy(np.asarray(image.array, dtype=np.float32))[None], affine=image.affine_ras)
     source = image
     image = Orientation(axcodes=spec.orientation)(image)
     image = Spacing(pixdim=spec.spacing_mm, mode="bilinear")(image)
@@ -91,4 +105,4 @@ def monai_route(volume, package, network, *, threads: int) -> tuple[np.ndarray, 
     back = ResampleToMatch(mode="nearest")(labels, img_dst=source)
     result = back[0].numpy().astype(np.uint8)
     timings["argmax + back to source"] = time.perf_counter() - start
-    return result, timings
+    return result, np.asarray(source.affine, dtype=np.float64), timings

@@ -46,3 +46,12 @@ def test_claiming_and_failing_a_study_sync_both_folders(tmp_path, synced):
     synced.clear()
     inbox.fail(claimed, "ValueError: x")
     assert f"dir:{tmp_path / 'inbox' / 'failed'}" in synced
+
+
+def test_file_sha256_matches_hashlib_across_chunks(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 9000  # over two 1 MiB chunks
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert files.file_sha256(path) == hashlib.sha256(data).hexdigest()

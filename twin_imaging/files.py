@@ -5,6 +5,7 @@ readable by others (0644), as outputs meant for other tools should be."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -13,6 +14,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 FILE_MODE = 0o644
+_CHUNK_BYTES = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of a file, read in 1 MiB chunks: the project's one file hash."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from twin_imaging.clinical_measures import PrincipalExtents, max_axial_short_axis_mm, principal_extents
+from twin_imaging.label_boxes import label_boxes
 from twin_imaging.volume import Volume
 
 GRID_TOLERANCE_MM = 1e-3
@@ -85,7 +85,7 @@ def measure_structures(
     array = as_label_array(labels.array)
     voxel_ml = abs(float(np.linalg.det(labels.affine_ras[:3, :3]))) / 1000.0
     measurements = []
-    for index, box in enumerate(ndimage.find_objects(array)):  # one pass over the map for every label
+    for index, box in enumerate(label_boxes(array)):  # one pass over the map for every label
         if box is None:
             continue
         label = index + 1

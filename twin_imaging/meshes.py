@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from twin_imaging.files import write_bytes_atomic
+from twin_imaging.label_boxes import label_boxes
 from twin_imaging.volume import Volume
 
 DEFAULT_TARGET_SPACING_MM = 2.0
@@ -71,7 +71,7 @@ def structure_meshes(
     array = np.asarray(labels.array)
     names = dict(sorted((labels.label_names or {}).items()))
     # every structure's bounding box in one pass; each mask is then made inside its box only
-    boxes = ndimage.find_objects(array, max_label=max(names, default=0)) if names else []
+    boxes = label_boxes(array, max_label=max(names, default=0)) if names else []
     meshes = []
     for value, name in names.items():
         if wanted is not None and name not in wanted:

@@ -21,6 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 from scipy import ndimage
 
 from twin_imaging.files import atomic_path
+from twin_imaging.label_boxes import label_boxes
 from twin_imaging.measure import StructureMeasurement, as_label_array, check_same_grid
 from twin_imaging.volume import Volume
 
@@ -115,9 +116,9 @@ def render_overlays(
     low, high = (float(v) for v in window_hu)
     if not high > low:
         raise ValueError(f"window_hu must be (low, high) with high > low, got {window_hu}")
-    # the CT as a view (three slices are read from it), the label map as a copy (every voxel is scanned: a uint8
-    # copy is cheaper than strided scans)
-    image, labels = image.reoriented("RAS", copy=False), _label_volume(labels).reoriented("RAS")
+    # both as views: three slices are read from the CT, and the label map is scanned in its memory order
+    # (``label_boxes``; a copy in RAS order transposes the usual i-fastest map: 0.9 s for 512 x 512 x 300)
+    image, labels = image.reoriented("RAS", copy=False), _label_volume(labels).reoriented("RAS", copy=False)
     boxes = _structure_boxes(labels.array, structures)
     views = _plan_views(labels, boxes)
     out_dir = Path(out_dir)
@@ -146,7 +147,7 @@ def _structure_boxes(array: np.ndarray, structures: Sequence[OverlayStructure]) 
     wanted = {s.label for s in structures if s.label > 0}
     if not wanted:
         return {}
-    boxes = ndimage.find_objects(array, max_label=max(wanted))
+    boxes = label_boxes(array, max_label=max(wanted))
     return {label: boxes[label - 1] for label in sorted(wanted) if boxes[label - 1] is not None}
 
 

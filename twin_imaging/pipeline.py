@@ -9,8 +9,6 @@ temporary name and renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import time
 from collections.abc import Callable
@@ -19,24 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from twin_imaging import __version__
-from twin_imaging.anatomy import TUBULAR_CODES
-from twin_imaging.files import write_bytes_atomic
+from twin_imaging.analysis_outputs import measure_and_write
+from twin_imaging.files import file_sha256, write_bytes_atomic
 from twin_imaging.inference.segment import SegmentationResult, Segmenter
-from twin_imaging.io import is_nifti_path, load_series, read_nifti, scan_dicom, write_nifti
-from twin_imaging.io.dicom_seg import write_dicom_seg
-from twin_imaging.io.dicom_sr import write_measurement_report
+from twin_imaging.io import is_nifti_path, load_series, read_nifti, scan_dicom
 from twin_imaging.io.dicom_uids import uid_from
 from twin_imaging.io.dicom_values import blank_invalid_dates
-from twin_imaging.measure import StructureMeasurement, measure_structures
-from twin_imaging.meshes import structure_meshes, write_meshes
+from twin_imaging.measure import StructureMeasurement
 from twin_imaging.models.card import ModelCard
-from twin_imaging.models.package import ModelPackage, default_segmentation_package, file_sha256
-from twin_imaging.overlays import OverlayStructure, render_overlays
-from twin_imaging.quality_review import ReviewReason, review_segmentation
+from twin_imaging.models.package import ModelPackage, default_segmentation_package
+from twin_imaging.quality_review import ReviewReason
 from twin_imaging.results import (
     AnalysisDocument,
     InputReport,
@@ -48,12 +41,9 @@ from twin_imaging.results import (
     SeriesCandidateReport,
     StructureReport,
 )
-from twin_imaging.settings import get_settings
-from twin_imaging.viewer_volumes import viewer_copies
 from twin_imaging.volume import Volume
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-RESEARCH_NOTICE = "Research use only, not for diagnosis"
 
 
 @dataclass
@@ -136,51 +126,15 @@ def analyze_study(
         segmentation = segmenter.segment(study.volume, progress=lambda done, total: notify("segment", done, total))
     timings.update({f"segment.{k}": round(v, 3) for k, v in segmentation.timings_s.items()})
     labels = segmentation.labels
-    with _timed(timings, "measure"):
-        notify("measure", 0, 1)
-        tubular = [s.name for s in card.structures if s.type.value in TUBULAR_CODES]
-        measurements = measure_structures(labels, study.volume, label_names=card.label_names(), tubular=tubular)
-        review = review_segmentation(measurements, labels.shape, labels.affine_ras, card)
-
-    outputs: list[OutputFile] = []
-    seg = sr = None
     notify("write", 0, 1)
-    with _timed(timings, "write.labels_nifti"):
-        labels_path = write_nifti(labels, out_dir / "labels.nii.gz")
-        outputs.append(_output("labels_nifti", labels_path))
-    if study.source_headers and measurements:
-        with _timed(timings, "write.dicom_seg"):
-            seg = write_dicom_seg(labels, study.source_headers, card)
-            outputs.append(_output("dicom_seg", _write_dicom(seg, out_dir / "seg.dcm"), seg.SOPInstanceUID))
-        with _timed(timings, "write.dicom_sr"):
-            sr = write_measurement_report(seg, measurements, study.source_headers, card, review=review)
-            outputs.append(_output("dicom_sr", _write_dicom(sr, out_dir / "sr.dcm"), sr.SOPInstanceUID))
-    with _timed(timings, "write.overlays"):
-        overlay_structures = [OverlayStructure(s.label, s.display_name, tuple(s.color_rgb)) for s in card.structures]
-        overlays = render_overlays(
-            study.volume,
-            labels,
-            overlay_structures,
-            out_dir,
-            measurements=measurements,
-            title=f"{card.title} ({card.model_id} {card.version})",
-            footer=RESEARCH_NOTICE,
-        )
-        outputs += [_output("overlay_png", path, plane=plane) for plane, path in overlays.items()]
-    with _timed(timings, "write.viewer"):  # what the browser viewer loads: bounded in MB
-        small_ct, small_labels = viewer_copies(study.volume, labels, max_mb=get_settings().viewer_volume_max_mb)
-        outputs.append(_output("viewer_ct", write_nifti(small_ct, out_dir / "viewer_ct.nii.gz")))
-        outputs.append(_output("viewer_labels", write_nifti(small_labels, out_dir / "viewer_labels.nii.gz")))
-    if measurements:
-        with _timed(timings, "write.meshes"):
-            colors = {s.name: tuple(s.color_rgb) for s in card.structures}
-            meshes = structure_meshes(labels, colors, names=[s.name for s in card.structures])
-            outputs.append(_output("mesh_glb", write_meshes(meshes, out_dir / "meshes.glb")))
+    with _timed(timings, "measure and write"):
+        written = measure_and_write(study.volume, labels, study.source_headers, card, out_dir, timings)
+    measurements, review, outputs = written.measurements, written.review, written.files
 
     document = _document(study, segmentation, measurements, review, card, outputs, timings)
     write_bytes_atomic(out_dir / "results.json", document.to_json().encode("utf-8"))
     notify("done", 1, 1)
-    return AnalysisResult(study, segmentation, measurements, review, document, out_dir, seg, sr)
+    return AnalysisResult(study, segmentation, measurements, review, document, out_dir, written.seg, written.sr)
 
 
 def _document(
@@ -260,24 +214,6 @@ def _input_report(path: Path, fmt: str, volume: Volume, **extra) -> InputReport:
         orientation=volume.orientation,
         series_found=extra.get("candidates", []),
         warnings=extra.get("warnings", []),
-    )
-
-
-def _write_dicom(ds: Dataset, path: Path) -> Path:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def _output(kind: str, path: Path, sop_instance_uid: str | None = None, *, plane: str | None = None) -> OutputFile:
-    data = path.read_bytes()
-    return OutputFile(
-        kind=kind,
-        file=path.name,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-        sop_instance_uid=sop_instance_uid,
-        plane=plane,
     )
 
 

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description='"auto" (TensorRT, CUDA where available, then CPU) or a comma list of ONNX Runtime provider names',
     )
     onnx_threads: int | None = Field(default=None, ge=1, description="intra-op threads; None = ONNX Runtime's default")
+    output_threads: int = Field(
+        default=min(4, os.cpu_count() or 1),
+        ge=1,
+        description="threads writing one analysis' outputs (labels NIfTI, SEG and SR, overlays, viewer copies, meshes)",
+    )
 
     # Input gate: what a volume must be before a model runs on it (twin_imaging.inference.input_gate)
     gate_min_voxels_per_axis: int = Field(default=3, ge=1, description="fewest voxels along any axis")

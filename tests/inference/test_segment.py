@@ -15,9 +15,10 @@ import pytest
 
 from tests.transforms.test_logits_to_source import reference_argmax
 from twin_imaging.errors import ModelError
+from twin_imaging.files import file_sha256
 from twin_imaging.inference import sliding_window
 from twin_imaging.inference.segment import Segmenter, segment_volume
-from twin_imaging.models import file_sha256, load_model_package
+from twin_imaging.models import load_model_package
 from twin_imaging.testing import (
     PHANTOM_LABELS,
     PhantomGeometry,

@@ -70,3 +70,25 @@ def test_a_study_with_an_impossible_birth_date_is_analysed(tmp_path, caplog):
         assert not errors, f"{name}: " + "\n".join(errors)
     # pydicom would log the value itself ("Invalid value for VR DA: '19701332'"): a birth date in the logs
     assert "19701332" not in caplog.text
+
+
+@pytest.mark.parametrize("implicit_vr", [False, True])
+def test_dates_still_raw_in_a_header_read_from_a_file_are_checked(tmp_path, implicit_vr):
+    """Headers come from files with their elements unconverted (raw bytes, no VR where the syntax is implicit)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.PatientBirthDate, ds.StudyDate, ds.StudyTime = "19701332", "20240115", "256100"
+    ds.AcquisitionDateTime = "20240115093000"
+    ds.OtherPatientIDs = ["19701332", "19701333"]  # LO, not a date: never looked at
+    ds.save_as(tmp_path / "x.dcm", implicit_vr=implicit_vr, little_endian=True, enforce_file_format=True)
+    header = pydicom.dcmread(tmp_path / "x.dcm", stop_before_pixels=True)
+    headers, warnings = blank_invalid_dates([header])
+    assert headers[0].PatientBirthDate == "" and headers[0].StudyTime == ""
+    assert headers[0].StudyDate == "20240115" and headers[0].AcquisitionDateTime == "20240115093000"
+    assert sorted(w.split()[0] for w in warnings) == ["PatientBirthDate", "StudyTime"]

@@ -16,7 +16,6 @@ from twin_imaging.errors import ModelError
 from twin_imaging.models.package import (
     CARD_FILE,
     default_segmentation_package,
-    file_sha256,
     load_model_package,
     write_model_package,
 )
@@ -37,10 +36,6 @@ def package_dir(tmp_path: Path, onnx_source: Path) -> Path:
     folder = tmp_path / "models" / "tiny_abdomen"
     write_model_package(folder, make_card(), onnx_source)
     return folder
-
-
-def test_file_sha256_matches_hashlib(onnx_source):
-    assert file_sha256(onnx_source) == hashlib.sha256(FAKE_ONNX).hexdigest()
 
 
 def test_write_then_load_gives_the_card_with_the_file_hash(tmp_path, onnx_source):

@@ -58,7 +58,7 @@ def test_a_source_changing_while_copied_leaves_nothing_under_a_real_name(tmp_pat
     source = tmp_path / "overlay.png"
     source.write_bytes(DATA)
     stale = "f" * 64  # the hash the source had "before" it changed
-    monkeypatch.setattr(artifacts_module, "sha256_file", lambda path: (stale, len(DATA)))
+    monkeypatch.setattr(artifacts_module, "file_sha256", lambda path: stale)
     store = ArtifactStore(tmp_path / "store")
     with pytest.raises(ArtifactError, match="changed while it was being stored"):
         store.put(source, kind="overlay_png")

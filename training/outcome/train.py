@@ -34,9 +34,9 @@ from training.outcome.nested_cv import NestedResult, best_l2, nested_cross_valid
 from training.outcome.new_baseline_egfr import fit_new_baseline
 from training.outcome.onnx_export import OPSET, export_outcome_onnx
 from training.paths import REPO_ROOT, code_version
-from twin_imaging.files import copy_atomic, write_bytes_atomic
+from twin_imaging.files import copy_atomic, file_sha256, write_bytes_atomic
 from twin_imaging.models.card import OnnxFile
-from twin_imaging.models.package import CARD_FILE, file_sha256
+from twin_imaging.models.package import CARD_FILE
 from twin_imaging.outcome.card import FamilyMetrics, OutcomeCard, OutcomeTarget
 from twin_imaging.outcome.card_markdown import render_outcome_card
 from twin_imaging.outcome.clinical import CLINICAL_VECTOR_NAMES

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from twin_imaging.label_boxes import label_boxes
+
 _TIE_MM = 1e-6
 _FIND_OBJECTS_MIN_LABELS = 5  # from this many labels on, score_label_maps finds all boxes in one pass per map
 
@@ -224,7 +226,7 @@ def _crop_pair(
 
 def _label_boxes(labels: np.ndarray, wanted: Sequence[int]) -> dict[int, tuple[slice, ...] | None]:
     if len(wanted) >= _FIND_OBJECTS_MIN_LABELS and min(wanted) >= 1:
-        found = ndimage.find_objects(labels, max_label=max(wanted))
+        found = label_boxes(labels, max_label=max(wanted))
         return {label: found[label - 1] for label in wanted}
     return {label: _bounding_box(labels == label) for label in wanted}
 

@@ -7,14 +7,16 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
+from twin_imaging.label_boxes import label_boxes
+
 _FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 
 def keep_largest_components(labels: np.ndarray, label_values: Iterable[int]) -> np.ndarray:
     """For each of ``label_values``, keep only its largest 26-connected component (the rest becomes background)."""
-    labels = labels.copy()
+    labels = labels.copy(order="K")  # keeps the map's memory order (a C-order copy of an i-fastest map: 0.2 s)
     # One pass finds every structure's bounding box; each is then labelled inside its box only.
-    boxes = ndimage.find_objects(labels)
+    boxes = label_boxes(labels)
     for value in label_values:
         box = boxes[value - 1] if 0 < value <= len(boxes) else None
         if box is None:

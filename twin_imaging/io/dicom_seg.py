@@ -168,15 +168,26 @@ class _Segment:
     name: str
 
 
-_CHUNK_I = 16  # label-map rows along i handled at once: their transposed copy stays in the CPU caches
+_CHUNK_VOXELS = 4 * 1024 * 1024  # label-map voxels handled at once: their temporaries stay small
+
+
+def _slow_axis_chunks(array: np.ndarray):
+    """The label map in (i, j, k) order, cut along its axis slowest in memory (k for the usual i-fastest map,
+    whose every chunk is then one contiguous block)."""
+    axis = int(np.argmax([abs(stride) for stride in array.strides]))
+    step = max(1, _CHUNK_VOXELS // max(1, array.size // max(array.shape[axis], 1)))
+    for start in range(0, array.shape[axis], step):
+        index = [slice(None)] * 3
+        index[axis] = slice(start, start + step)
+        yield axis, start, array[tuple(index)]
 
 
 def _present_labels(array: np.ndarray) -> np.ndarray:
     """The values in a non-negative integer label map, counted chunk by chunk (np.unique sorts 78 M voxels; one
     np.bincount over them all allocates 8 bytes a voxel)."""
     counts = np.zeros(1, dtype=np.int64)
-    for start in range(0, array.shape[0], _CHUNK_I):
-        found = np.bincount(array[start : start + _CHUNK_I].ravel())
+    for _, _, chunk in _slow_axis_chunks(array):
+        found = np.bincount(chunk.ravel(order="K"))
         if len(found) > len(counts):
             counts = np.pad(counts, (0, len(found) - len(counts)))
         counts[: len(found)] += found
@@ -185,11 +196,18 @@ def _present_labels(array: np.ndarray) -> np.ndarray:
 
 def _segment_frames(array: np.ndarray, lookup: np.ndarray) -> np.ndarray:
     """[i, j, k] labels → (k, rows=j, columns=i) segment numbers, C-contiguous (highdicom compares each plane with
-    each segment number: 10 times slower on a strided view). Transposed a chunk of i at a time, which is twice as
-    fast as one transposing copy of the whole map."""
+    each segment number: 10 times slower on a strided view). For the usual i-fastest label map the frames are its
+    own memory order, looked up chunk by chunk; any other order is transposed a chunk at a time."""
+    values = np.arange(len(lookup))
+    used = values[lookup != 0]
+    if array.T.flags.c_contiguous and array.dtype == lookup.dtype and np.array_equal(lookup[used], used):
+        return array.T  # every label is its own segment number, and the map is i-fastest: the frames as they lie
     frames = np.empty(array.shape[::-1], dtype=lookup.dtype)
-    for start in range(0, array.shape[0], _CHUNK_I):
-        frames[:, :, start : start + _CHUNK_I] = lookup[array[start : start + _CHUNK_I]].transpose(2, 1, 0)
+    frames_ijk = frames.T  # the same memory, indexed [i, j, k]
+    for axis, start, chunk in _slow_axis_chunks(array):
+        index = [slice(None)] * 3
+        index[axis] = slice(start, start + chunk.shape[axis])
+        frames_ijk[tuple(index)] = lookup[chunk]
     return frames
 
 

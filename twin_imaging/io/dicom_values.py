@@ -14,8 +14,12 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime, time
 
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
+_DATE_VRS = frozenset({"DA", "TM", "DT"})
 _DA = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
@@ -60,21 +64,40 @@ def blank_invalid_dates(headers: Sequence[Dataset]) -> tuple[list[Dataset], list
         if id(header) in fixed_by_id:
             out.append(fixed_by_id[id(header)])
             continue
-        bad = [
-            element.keyword or str(element.tag)
-            for element in header
-            if element.VR in ("DA", "TM", "DT")
-            and element.VM <= 1
-            and not is_valid_value(element.VR, str(element.value or ""))
-        ]
+        bad = [(tag, name) for tag, name, vr, value in _date_values(header) if not is_valid_value(vr, value)]
         fixed = header
         if bad:
             fixed = copy.deepcopy(header)  # headers carry no pixel data here: cheap, and the caller's stay untouched
-            for keyword in bad:
-                fixed[keyword].value = ""
-                if keyword not in blanked:
-                    blanked.append(keyword)
+            for tag, name in bad:
+                fixed[tag].value = ""
+                if name not in blanked:
+                    blanked.append(name)
         fixed_by_id[id(header)] = fixed
         out.append(fixed)
     warnings = [f"{keyword} is not a valid DICOM date or time: left empty in the results" for keyword in blanked]
     return out, warnings
+
+
+def _date_values(header: Dataset) -> list[tuple[Tag, str, str, str]]:
+    """(tag, keyword, VR, text) of each top-level single-valued DA, TM or DT element.
+
+    Reads the elements pydicom has not converted yet as raw bytes (``Dataset.elements()``): converting all of a
+    header's elements to find its few dates cost 1.4 ms a slice, 0.4 s for a 300-slice series.
+    """
+    found = []
+    for element in header.elements():
+        vr = element.VR or (dictionary_VR(element.tag) if dictionary_has_tag(element.tag) else None)
+        if vr not in _DATE_VRS:
+            continue
+        if isinstance(element, RawDataElement):
+            raw = element.value or b""
+            if b"\\" in raw:  # VM > 1: not checked (the writers copy single dates)
+                continue
+            text = raw.decode("latin-1").rstrip("\x00 ")
+        else:
+            if element.VM > 1:
+                continue
+            text = str(element.value or "")
+        tag = Tag(element.tag)
+        found.append((tag, keyword_for_tag(tag) or str(tag), vr, text))
+    return found

@@ -4,7 +4,6 @@ from twin_imaging.models.card import ModelCard, PreprocessingSpec, StructureSpec
 from twin_imaging.models.package import (
     ModelPackage,
     default_segmentation_package,
-    file_sha256,
     load_model_package,
     write_model_package,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "PreprocessingSpec",
     "StructureSpec",
     "default_segmentation_package",
-    "file_sha256",
     "load_model_package",
     "write_model_package",
 ]

@@ -5,7 +5,6 @@ Loading checks the ONNX file's sha256 against the card, so a swapped or truncate
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from twin_imaging.errors import ModelError
-from twin_imaging.files import copy_atomic, write_bytes_atomic
+from twin_imaging.files import copy_atomic, file_sha256, write_bytes_atomic
 from twin_imaging.models.card import ModelCard
 from twin_imaging.settings import get_settings
 
@@ -33,14 +32,6 @@ class ModelPackage:
     @property
     def model_id(self) -> str:
         return self.card.model_id
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model_package(path: str | os.PathLike, *, verify: bool = True) -> ModelPackage:

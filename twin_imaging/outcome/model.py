@@ -12,8 +12,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from twin_imaging.errors import InputError, ModelError
+from twin_imaging.files import file_sha256
 from twin_imaging.inference.sessions import create_session
-from twin_imaging.models.package import CARD_FILE, file_sha256
+from twin_imaging.models.package import CARD_FILE
 from twin_imaging.outcome.card import OutcomeCard
 from twin_imaging.settings import get_settings
 

@@ -15,9 +15,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from twin_imaging import __version__
+from twin_imaging.analysis_outputs import RESEARCH_NOTICE
 from twin_imaging.errors import TwinError
 from twin_imaging.io.dicom_uids import uid_from
-from twin_imaging.pipeline import RESEARCH_NOTICE, AnalysisResult
+from twin_imaging.pipeline import AnalysisResult
 
 SC_SERIES_NUMBER = 9003  # SEG and SR use their own; overlays get a series of their own in the source study
 # Patient orientation of the overlay pictures' rows and columns (RAS display: radiological left on the right).

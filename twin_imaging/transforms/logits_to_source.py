@@ -59,29 +59,38 @@ def _argmax_aligned(
         lower.append(base)
         weight.append((coords - base).astype(np.float32))
     cell_label, cell_uniform = _cells(np.argmax(scores, axis=0).astype(np.uint8))
+    # Planes of cells as (k, j, i) arrays: a source slice is one model plane gathered to (j, i), which is the label
+    # map's own memory order (i fastest). Consecutive source slices share a model plane (3 or 4 of them from 3 mm to
+    # 1 mm): its gather and its band's coordinates are made once for them all.
+    cell_label_kji, cell_band_kji = np.ascontiguousarray(cell_label.T), np.ascontiguousarray(~cell_uniform.T)
 
-    labels = np.empty(out_shape, dtype=np.uint8)
+    labels = np.empty(out_shape, dtype=np.uint8, order="F")  # i fastest, as the CT and the NIfTI and SEG writers
     slab = max(1, slab_voxels // max(1, out_shape[0] * out_shape[1]))
+    plane_k, plane, band_j, band_i = -1, None, None, None
     for start in range(0, out_shape[2], slab):
-        k = slice(start, min(start + slab, out_shape[2]))
-        block = _gather(cell_label, lower[0], lower[1], lower[2][k])
-        band = ~_gather(cell_uniform, lower[0], lower[1], lower[2][k])
-        if band.any():
-            i, j, kk = np.nonzero(band)
-            kk_source = kk + start
-            block[i, j, kk] = _interpolated_argmax(
-                scores,
-                (lower[0][i], lower[1][j], lower[2][kk_source]),
-                (weight[0][i], weight[1][j], weight[2][kk_source]),
+        ks = range(start, min(start + slab, out_shape[2]))
+        in_band: list[tuple[np.ndarray, np.ndarray, int]] = []
+        for k in ks:
+            if lower[2][k] != plane_k:  # lower[2] is monotonic: a plane, once left, is not needed again
+                plane_k = lower[2][k]
+                plane = _gather_plane(cell_label_kji[plane_k], lower[1], lower[0])
+                band_j, band_i = np.nonzero(_gather_plane(cell_band_kji[plane_k], lower[1], lower[0]))
+            labels[:, :, k] = plane.T
+            if len(band_i):
+                in_band.append((band_i, band_j, k))
+        if in_band:
+            i = np.concatenate([b[0] for b in in_band])
+            j = np.concatenate([b[1] for b in in_band])
+            k = np.concatenate([np.full(len(b[0]), b[2], dtype=np.intp) for b in in_band])
+            labels[i, j, k] = _interpolated_argmax(
+                scores, (lower[0][i], lower[1][j], lower[2][k]), (weight[0][i], weight[1][j], weight[2][k])
             )
-        labels[:, :, k] = block
     return labels
 
 
-def _gather(array: np.ndarray, i: np.ndarray, j: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """``array[np.ix_(i, j, k)]`` as three takes along one axis each, smallest result first: the same values, 3-4
-    times faster than one broadcast 3D fancy index over a whole source slab."""
-    return array.take(k, axis=2).take(j, axis=1).take(i, axis=0)
+def _gather_plane(plane_ji: np.ndarray, j: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """``plane_ji[np.ix_(j, i)]`` as two takes along one axis each (3-4 times faster than one 2D fancy index)."""
+    return plane_ji.take(j, axis=0).take(i, axis=1)
 
 
 def _cells(model_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +140,7 @@ def _argmax_general(
     scores: np.ndarray, xform: np.ndarray, out_shape: tuple[int, int, int], *, slab_voxels: int
 ) -> np.ndarray:
     """Sheared grids (rare): every class resampled by scipy, slab by slab, with a running argmax."""
-    labels = np.empty(out_shape, dtype=np.uint8)
+    labels = np.empty(out_shape, dtype=np.uint8, order="F")
     slab = max(1, slab_voxels // max(1, out_shape[0] * out_shape[1]))
     for start in range(0, out_shape[2], slab):
         stop = min(start + slab, out_shape[2])

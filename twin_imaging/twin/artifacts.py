@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from twin_imaging.errors import ArtifactError
-from twin_imaging.files import atomic_path
+from twin_imaging.files import atomic_path, file_sha256
 from twin_imaging.twin.views import ArtifactView
 
 URI_PREFIX = "artifact://sha256/"
@@ -31,16 +31,6 @@ MEDIA_TYPES = {
     "viewer_labels": "application/gzip",
     "results_json": "application/json",
 }
-
-
-def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def artifact_uri(sha256: str) -> str:
@@ -74,7 +64,7 @@ class ArtifactStore:
             sha256, size = hashlib.sha256(source).hexdigest(), len(source)
         else:
             try:
-                sha256, size = sha256_file(source)
+                sha256, size = file_sha256(source), os.path.getsize(source)
             except OSError as error:
                 raise ArtifactError(f"cannot read artifact {kind} {name or source}: {error.strerror}") from None
         if expected_sha256 is not None and sha256 != expected_sha256:
@@ -92,7 +82,7 @@ class ArtifactStore:
     def _holds(self, target: Path, sha256: str, size: int) -> bool:
         """Whether ``target`` already holds the content (a damaged copy is replaced)."""
         try:
-            return target.stat().st_size == size and sha256_file(target)[0] == sha256
+            return target.stat().st_size == size and file_sha256(target) == sha256
         except FileNotFoundError:
             return False
 
@@ -130,7 +120,7 @@ class ArtifactStore:
         path = self.path(uri_or_sha256)
         if not path.is_file():
             raise ArtifactError(f"artifact {path.name} is missing from the artifact store")
-        if sha256_file(path)[0] != path.name:
+        if file_sha256(path) != path.name:
             raise ArtifactError(f"artifact {path.name} is corrupt: its bytes no longer match its sha256")
 
     def all_sha256(self) -> set[str]:
