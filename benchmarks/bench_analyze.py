@@ -3,7 +3,8 @@ read, preprocess, sliding-window ONNX, post-processing, measurements, every outp
 PyTorch + MONAI route with the same weights.
 
     .venv/bin/python benchmarks/bench_analyze.py [--slices 300] [--repeats 3] [--cores 2] [--threads N] \
-        [--model abdomen_ct_fast --model abdomen_ct_accurate] [--providers CUDAExecutionProvider] [--no-baseline]
+        [--model abdomen_ct_fast --model abdomen_ct_accurate] [--providers CUDAExecutionProvider] [--no-baseline] \
+        [--in-flight 2]
 
 Prints one table: a row per stage, a column per model (default: the shipped default model), median seconds over the
 repeats, each model loaded once (as a service would), each repeat attached to a fresh twin (SQLite), and the
@@ -28,9 +29,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed analyses first (TensorRT builds its engines on the first)"
+    )
     parser.add_argument("--cores", type=int, default=None, help="pin the process to this many cores (default: all)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the Segmenter's choice)"
+    )
     parser.add_argument("--model", action="append", help="model id or package folder (repeat to compare)")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        help="also run this many studies at once on the one loaded model (threads, as the API's workers do) and "
+        "report studies per minute",
+    )
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the PyTorch + MONAI route (needs the [train] extra)"
     )
@@ -42,7 +55,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     cores = _pin_cores(args.cores)
-    threads = args.threads or cores
 
     # imported after the pinning: the settings read the thread counts from the environment
     from twin_imaging.inference.segment import Segmenter
@@ -56,20 +68,27 @@ def main() -> None:
     for model in args.model or [None]:
         package = default_segmentation_package() if model is None else load_model_package(_package_path(model))
         start = time.perf_counter()
-        segmenter = Segmenter(package, intra_op_threads=threads, providers=args.providers)
+        segmenter = Segmenter(package, intra_op_threads=args.threads, providers=args.providers)
         load_seconds = time.perf_counter() - start
-        column, labels = _ours(segmenter, workdir, args.repeats)
+        column, labels = _ours(segmenter, workdir, args.repeats, warmup=args.warmup)
         column["model load"] = load_seconds
+        if args.in_flight:
+            column[f"studies per minute ({args.in_flight} in flight)"] = _throughput(
+                segmenter, workdir, args.in_flight, studies=max(args.repeats, 2) * args.in_flight
+            )
         if not args.no_baseline:
-            _baseline(column, workdir / "study", package, labels, threads, args.repeats)
+            _baseline(column, workdir / "study", package, labels, cores, args.repeats)
         column["peak RSS so far (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         providers = "+".join(p.replace("ExecutionProvider", "") for p in segmenter.session.get_providers())
-        columns[f"{package.card.model_id} {package.card.version} ({providers})"] = column
+        threads = segmenter.session.get_session_options().intra_op_num_threads or "default"
+        plan = f"{segmenter.concurrent_windows} window(s) at once, {threads} thread(s) each"
+        columns[f"{package.card.model_id} {package.card.version} ({providers}; {plan})"] = column
         del segmenter, labels
 
     print(
         f"\nanalysis of a 512 x 512 x {args.slices} CT (0.8 x 0.8 x 1 mm, uncompressed DICOM); {cores} of "
-        f"{os.cpu_count()} CPU cores, {threads} ONNX threads; median of {args.repeats} (seconds)"
+        f"{os.cpu_count()} CPU cores; median of {args.repeats} (seconds); the PyTorch + MONAI route with {cores} "
+        "torch threads"
     )
     names = list(columns)
     print("| stage | " + " | ".join(names) + " |")
@@ -93,11 +112,15 @@ def _pin_cores(cores: int | None) -> int:
     return cores
 
 
-def _ours(segmenter, workdir: Path, repeats: int):
+def _ours(segmenter, workdir: Path, repeats: int, *, warmup: int):
     """Each repeat from the DICOM folder to a fresh twin; the medians, and the last run's labels."""
     from twin_imaging.pipeline import analyze_study
     from twin_imaging.settings import Settings
     from twin_imaging.twin import TwinStore
+
+    for _ in range(warmup):
+        analyze_study(workdir / "study", workdir / "warmup", segmenter=segmenter)
+        shutil.rmtree(workdir / "warmup", ignore_errors=True)
 
     runs: list[dict[str, float]] = []
     result = None
@@ -119,6 +142,37 @@ def _ours(segmenter, workdir: Path, repeats: int):
     column = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
     column["studies per minute (one at a time)"] = 60.0 / column["total (DICOM to twin)"]
     return column, result.segmentation.labels
+
+
+def _throughput(segmenter, workdir: Path, in_flight: int, *, studies: int) -> float:
+    """Studies per minute with ``in_flight`` analyses (each attached to its own twin) running at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from twin_imaging.pipeline import analyze_study
+    from twin_imaging.settings import Settings
+    from twin_imaging.twin import TwinStore
+
+    # the twins are made first, one after another (a store's schema migration is not meant to run twice at once in
+    # one process), as a service has its one store open before any study arrives
+    stores = []
+    for index in range(studies):
+        twin = workdir / f"flight{index}"
+        stores.append(
+            TwinStore(f"sqlite:///{twin / 'twin.sqlite3'}", artifacts_dir=twin / "artifacts", settings=Settings())
+        )
+
+    def one(index: int) -> None:
+        out = workdir / f"flight{index}" / "out"
+        stores[index].attach_analysis(analyze_study(workdir / "study", out, segmenter=segmenter), actor="bench")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        list(pool.map(one, range(studies)))
+    seconds = time.perf_counter() - start
+    for index, store in enumerate(stores):
+        store.close()
+        shutil.rmtree(workdir / f"flight{index}", ignore_errors=True)
+    return 60.0 * studies / seconds
 
 
 def _baseline(column, study: Path, package, our_labels, threads: int, repeats: int) -> None:

@@ -66,3 +66,12 @@ def test_empty_or_single_component_labels_are_left_alone():
     np.testing.assert_array_equal(keep_largest_components(labels, [3]), labels)  # one voxel, one component
     empty = np.zeros((5, 5, 5), dtype=np.uint8)
     np.testing.assert_array_equal(keep_largest_components(empty, [1, 2]), empty)
+
+
+def test_in_place_cleans_the_map_itself_and_a_copy_keeps_its_memory_order():
+    labels = np.asfortranarray(_two_blobs())
+    copy = keep_largest_components(labels, [1])
+    assert copy.flags.f_contiguous and copy is not labels and labels[12, 12, 12] == 1
+    same = keep_largest_components(labels, [1], in_place=True)
+    assert same is labels and labels[12, 12, 12] == 0
+    np.testing.assert_array_equal(same, copy)

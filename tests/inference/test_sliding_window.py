@@ -90,6 +90,60 @@ def test_progress_counts_windows_and_batches_stay_small():
     assert max(batch_sizes) == 5 and sum(batch_sizes) == total
 
 
+@pytest.mark.parametrize("concurrency", [2, 3])
+def test_concurrent_windows_give_the_serial_result_bit_for_bit(concurrency):
+    """Windows predicted by several threads at once, each a little late: the blending still runs in window order."""
+    import threading
+    import time
+
+    image = np.random.default_rng(4).normal(size=(1, 70, 57, 41)).astype(np.float32)
+    predict = _position_dependent(PATCH)
+    serial = sliding_window_predict(image, predict, patch_size=PATCH, overlap=0.5, batch_size=1)
+    threads: set[int] = set()
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            threads.add(threading.get_ident())
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.01 * (1 + int(batch[0, 0, 0, 0, 0] > 0)))  # uneven: later windows may finish first
+        with lock:
+            in_flight[0] -= 1
+        return predict(batch)
+
+    done: list[int] = []
+    pooled = sliding_window_predict(
+        image,
+        slow,
+        patch_size=PATCH,
+        overlap=0.5,
+        batch_size=1,
+        concurrency=concurrency,
+        progress=lambda d, t: done.append(d),
+    )
+    np.testing.assert_array_equal(pooled, serial)
+    assert len(threads) > 1 and most[0] == concurrency  # really concurrent, and never more than asked
+    assert done == sorted(done)
+
+
+def test_a_failing_window_fails_the_prediction_with_its_error():
+    image = np.zeros((1, 70, 57, 41), dtype=np.float32)
+    calls = [0]
+
+    def failing(batch: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise ModelError("the network failed on window 3")
+        return batch
+
+    with pytest.raises(ModelError, match="window 3"):
+        sliding_window_predict(image, failing, patch_size=PATCH, overlap=0.5, batch_size=1, concurrency=2)
+    total = len(window_starts(image.shape[1:], PATCH, 0.5))
+    assert calls[0] < total  # the windows queued behind the failure were dropped
+
+
 def test_window_starts_cover_the_image_in_order():
     starts = window_starts((70, 57, 41), PATCH, 0.25)
     assert starts == sorted(starts)  # the last axis moves fastest

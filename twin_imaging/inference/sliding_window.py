@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -64,6 +66,7 @@ def sliding_window_predict(
     batch_size: int = 4,
     sigma_scale: float = 0.125,
     progress: Callable[[int, int], None] | None = None,
+    concurrency: int = 1,
 ) -> np.ndarray:
     """Predict a whole ``image`` (C, X, Y, Z) window by window and blend the windows with Gaussian weights.
 
@@ -77,6 +80,8 @@ def sliding_window_predict(
         raise ValueError(f"image must be (channels, *{len(patch)} spatial axes), got shape {image.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     original_size = image.shape[1:]
     shortfall = [max(p - s, 0) for s, p in zip(original_size, patch, strict=True)]
     padding = [(short // 2, short - short // 2) for short in shortfall]  # as MONAI: the odd voxel goes after
@@ -91,27 +96,48 @@ def sliding_window_predict(
     output: np.ndarray | None = None
     weighted: np.ndarray | None = None  # one window's prediction times the importance map, reused
 
-    for first in range(0, total, batch_size):
-        chunk = starts[first : first + batch_size]
-        windows = [tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True)) for start in chunk]
-        batch = np.stack([image[(slice(None), *window)] for window in windows])
+    batches = [starts[first : first + batch_size] for first in range(0, total, batch_size)]
+
+    def windows_of(chunk) -> list[tuple[slice, ...]]:
+        return [tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True)) for start in chunk]
+
+    def predict(chunk) -> np.ndarray:
+        batch = np.stack([image[(slice(None), *window)] for window in windows_of(chunk)])
         predicted = np.asarray(predict_batch(batch), dtype=np.float32)
         if predicted.ndim != batch.ndim or predicted.shape[0] != len(chunk) or predicted.shape[2:] != patch:
             raise ModelError(
                 f"the network returned shape {predicted.shape} for a batch of shape {batch.shape}; "
                 f"expected ({len(chunk)}, channels, {', '.join(map(str, patch))})"
             )
-        if output is None:
-            output = np.zeros((predicted.shape[1], *size), dtype=np.float32)
-            weighted = np.empty(predicted.shape[1:], dtype=np.float32)
-        elif predicted.shape[1] != output.shape[0]:
-            raise ModelError(f"the network returned {predicted.shape[1]} channels after {output.shape[0]} before")
-        for window, window_prediction in zip(windows, predicted, strict=True):
-            np.multiply(window_prediction, importance, out=weighted)
-            output[(slice(None), *window)] += weighted
-            weight_sum[window] += importance
-        if progress is not None:
-            progress(first + len(chunk), total)
+        return predicted
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="windows") as pool:
+        in_flight: deque = deque()
+        upcoming = iter(batches)
+        try:
+            for chunk in batches:
+                while len(in_flight) <= concurrency and (following := next(upcoming, None)) is not None:
+                    in_flight.append(pool.submit(predict, following))
+                predicted = in_flight.popleft().result()
+                if output is None:
+                    output = np.zeros((predicted.shape[1], *size), dtype=np.float32)
+                    weighted = np.empty(predicted.shape[1:], dtype=np.float32)
+                elif predicted.shape[1] != output.shape[0]:
+                    raise ModelError(
+                        f"the network returned {predicted.shape[1]} channels after {output.shape[0]} before"
+                    )
+                for window, window_prediction in zip(windows_of(chunk), predicted, strict=True):
+                    np.multiply(window_prediction, importance, out=weighted)
+                    output[(slice(None), *window)] += weighted
+                    weight_sum[window] += importance
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
 
     assert output is not None  # there is always at least one window
     output /= weight_sum
