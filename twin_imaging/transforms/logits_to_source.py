@@ -58,7 +58,7 @@ def _argmax_aligned(
         base = np.minimum(np.floor(coords).astype(np.intp), max(model_shape[a] - 2, 0))
         lower.append(base)
         weight.append((coords - base).astype(np.float32))
-    cell_label, cell_uniform = _cells(np.argmax(scores, axis=0).astype(np.uint8))
+    cell_label, cell_uniform = _cells(_argmax_classes(scores))
     # Planes of cells as (k, j, i) arrays: a source slice is one model plane gathered to (j, i), which is the label
     # map's own memory order (i fastest). Consecutive source slices share a model plane (3 or 4 of them from 3 mm to
     # 1 mm): its gather and its band's coordinates are made once for them all.
@@ -91,6 +91,19 @@ def _argmax_aligned(
 def _gather_plane(plane_ji: np.ndarray, j: np.ndarray, i: np.ndarray) -> np.ndarray:
     """``plane_ji[np.ix_(j, i)]`` as two takes along one axis each (3-4 times faster than one 2D fancy index)."""
     return plane_ji.take(j, axis=0).take(i, axis=1)
+
+
+def _argmax_classes(scores: np.ndarray) -> np.ndarray:
+    """``np.argmax(scores, axis=0)`` as uint8 (the first class wins a tie), one class plane at a time: numpy's argmax
+    along the first axis walks the classes with a stride of a whole volume, 3-4 times slower (0.05-0.09 s against
+    0.015-0.03 s for 14 classes on 137 x 137 x 101)."""
+    best = np.array(scores[0], dtype=np.float32, copy=True)
+    labels = np.zeros(best.shape, dtype=np.uint8)
+    for c in range(1, scores.shape[0]):
+        better = scores[c] > best
+        labels[better] = c
+        np.maximum(best, scores[c], out=best)
+    return labels
 
 
 def _cells(model_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
