@@ -68,7 +68,10 @@ def test_two_replicas_one_killed_mid_analysis_every_study_once(tmp_path, postgre
     # the victim waits longer for quiet, so that it dies only after every push was answered (a load balancer would
     # send a refused push elsewhere; this test keeps its pushes fixed)
     crash = {"TWIN_IMAGING_TEST_CRASH_POINT": "attach_before_commit", "TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "8"}
-    replicas = [start_server(tmp_path / "a", env={**env, **crash}), start_server(tmp_path / "b", env=env)]
+    # and the survivor waits longer still, so that the victim surely takes a study first (a small study takes about
+    # a second: with equal waits the survivor could analyse all ten before the victim looked)
+    survivor_env = {**env, "TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "10"}
+    replicas = [start_server(tmp_path / "a", env={**env, **crash}), start_server(tmp_path / "b", env=survivor_env)]
     engine = create_engine(database_url)
     try:
         for n, study in enumerate(studies):
