@@ -35,3 +35,18 @@ def test_the_boxes_of_every_layout_are_those_of_a_c_order_copy(layout):
     assert label_boxes(view) == expected
     assert expected[3] is None and len([b for b in expected if b is not None]) == 4
     assert label_boxes(view, max_label=7) == ndimage.find_objects(np.ascontiguousarray(view), 7)
+
+
+@pytest.mark.parametrize("layout", ["C order", "flipped Fortran (a DICOM map seen in RAS)"])
+def test_a_large_map_scanned_in_two_halves_gives_the_same_boxes(layout, monkeypatch):
+    from twin_imaging import label_boxes as module
+
+    monkeypatch.setattr(module, "_HALVES_FROM_VOXELS", 1)  # every map is "large"
+    labels = _label_map()
+    labels[0:2, 0:3, 0:4] = 6  # in the first half only
+    labels[29, 39, 49] = 7  # in the second half only
+    labels[5, 5, 5] = labels[25, 30, 40] = 8  # in both halves
+    view = LAYOUTS[layout](labels)
+    expected = ndimage.find_objects(np.ascontiguousarray(view))
+    assert label_boxes(view) == expected
+    assert label_boxes(view, max_label=9) == ndimage.find_objects(np.ascontiguousarray(view), 9)

@@ -16,6 +16,8 @@ Samples within half a model voxel past the model grid take the edge value (MONAI
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 
@@ -65,12 +67,12 @@ def _argmax_aligned(
     cell_label_kji, cell_band_kji = np.ascontiguousarray(cell_label.T), np.ascontiguousarray(~cell_uniform.T)
 
     labels = np.empty(out_shape, dtype=np.uint8, order="F")  # i fastest, as the CT and the NIfTI and SEG writers
-    slab = max(1, slab_voxels // max(1, out_shape[0] * out_shape[1]))
-    plane_k, plane, band_j, band_i = -1, None, None, None
-    for start in range(0, out_shape[2], slab):
-        ks = range(start, min(start + slab, out_shape[2]))
+
+    def fill(first: int, stop: int) -> None:
+        """Source slices first..stop-1; each call writes its own slices only (slabs run on threads at once)."""
+        plane_k, plane, band_j, band_i = -1, None, None, None
         in_band: list[tuple[np.ndarray, np.ndarray, int]] = []
-        for k in ks:
+        for k in range(first, stop):
             if lower[2][k] != plane_k:  # lower[2] is monotonic: a plane, once left, is not needed again
                 plane_k = lower[2][k]
                 plane = _gather_plane(cell_label_kji[plane_k], lower[1], lower[0])
@@ -85,6 +87,13 @@ def _argmax_aligned(
             labels[i, j, k] = _interpolated_argmax(
                 scores, (lower[0][i], lower[1][j], lower[2][k]), (weight[0][i], weight[1][j], weight[2][k])
             )
+
+    # Slabs bound the band's working memory; two run at once (numpy lets go of the GIL in its gathers and sums)
+    slab = max(1, min(slab_voxels // max(1, out_shape[0] * out_shape[1]), -(-out_shape[2] // 2)))
+    slabs = [(start, min(start + slab, out_shape[2])) for start in range(0, out_shape[2], slab)]
+    with ThreadPoolExecutor(max_workers=min(2, len(slabs)), thread_name_prefix="labels") as pool:
+        for done in [pool.submit(fill, first, stop) for first, stop in slabs]:
+            done.result()
     return labels
 
 
