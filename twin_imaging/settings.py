@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     output_threads: int = Field(
         default=min(4, os.cpu_count() or 1),
         ge=1,
-        description="threads writing one analysis' outputs (labels NIfTI, SEG and SR, overlays, viewer copies, meshes)",
+        description="threads measuring and writing one analysis' outputs beside the SEG and SR, which the "
+        "analysis' own thread writes (label NIfTI, overlays, viewer copies, meshes)",
     )
 
     # Input gate: what a volume must be before a model runs on it (twin_imaging.inference.input_gate)

@@ -128,6 +128,21 @@ def test_concurrent_windows_give_the_serial_result_bit_for_bit(concurrency):
     assert done == sorted(done)
 
 
+def test_one_window_at_a_time_runs_on_the_calling_thread():
+    """Its thread-local state (torch.no_grad, a context variable) holds for the predictor."""
+    import threading
+
+    image = np.zeros((1, 40, 40, 40), dtype=np.float32)
+    seen: set[int] = set()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        seen.add(threading.get_ident())
+        return batch
+
+    sliding_window_predict(image, predict, patch_size=PATCH, overlap=0.5, batch_size=1)
+    assert seen == {threading.get_ident()}
+
+
 def test_a_failing_window_fails_the_prediction_with_its_error():
     image = np.zeros((1, 70, 57, 41), dtype=np.float32)
     calls = [0]

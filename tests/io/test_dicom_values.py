@@ -92,3 +92,28 @@ def test_dates_still_raw_in_a_header_read_from_a_file_are_checked(tmp_path, impl
     assert headers[0].PatientBirthDate == "" and headers[0].StudyTime == ""
     assert headers[0].StudyDate == "20240115" and headers[0].AcquisitionDateTime == "20240115093000"
     assert sorted(w.split()[0] for w in warnings) == ["PatientBirthDate", "StudyTime"]
+
+
+def test_a_public_date_sent_with_the_unknown_vr_is_checked_as_a_date(tmp_path):
+    """Some senders write a known attribute with VR UN; pydicom reads it back as its dictionary VR."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.PatientBirthDate, ds.StudyDate = "19701332", "20240115"
+    ds.save_as(tmp_path / "da.dcm", enforce_file_format=True)
+    # pydicom writes a known tag with its dictionary VR: the UN encoding is made by hand (explicit VR UN: two
+    # reserved bytes and a 4-byte length)
+    data = (tmp_path / "da.dcm").read_bytes()
+    for tag, value in ((b"\x10\x00\x30\x00", b"19701332"), (b"\x08\x00\x20\x00", b"20240115")):
+        data = data.replace(tag + b"DA\x08\x00" + value, tag + b"UN\x00\x00\x08\x00\x00\x00" + value)
+    (tmp_path / "un.dcm").write_bytes(data)
+    header = pydicom.dcmread(tmp_path / "un.dcm", stop_before_pixels=True)
+    assert [e.VR for e in header.elements() if e.tag in (0x00100030, 0x00080020)] == ["UN", "UN"]
+    headers, warnings = blank_invalid_dates([header])
+    assert [w.split()[0] for w in warnings] == ["PatientBirthDate"]
+    assert headers[0].PatientBirthDate == "" and headers[0].StudyDate == "20240115"

@@ -59,6 +59,9 @@ class Segmenter:
             intra_op_threads or settings.onnx_threads or (max(1, cores // self.concurrent_windows) if on_cpu else None)
         )
         self.session = create_session(package.onnx_path, providers=providers, intra_op_threads=threads)
+        if not on_cpu and self.session.get_providers()[0] == CPU_PROVIDER:  # a GPU asked for, none usable
+            on_cpu = True  # its threads are ONNX Runtime's default (every core): one window at a time
+            self.concurrent_windows = concurrent_windows or settings.onnx_concurrent_windows or 1
         self.batch_size = batch_size or (1 if on_cpu else 2)
 
     @property

@@ -112,32 +112,34 @@ def sliding_window_predict(
         return predicted
 
     done = 0
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="windows") as pool:
-        in_flight: deque = deque()
-        upcoming = iter(batches)
-        try:
-            for chunk in batches:
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="windows") if concurrency > 1 else None
+    in_flight: deque = deque()
+    upcoming = iter(batches)
+    try:
+        for chunk in batches:
+            if pool is None:  # on the calling thread: its thread-local state (e.g. torch.no_grad) holds
+                predicted = predict(next(upcoming))
+            else:
                 while len(in_flight) <= concurrency and (following := next(upcoming, None)) is not None:
                     in_flight.append(pool.submit(predict, following))
                 predicted = in_flight.popleft().result()
-                if output is None:
-                    output = np.zeros((predicted.shape[1], *size), dtype=np.float32)
-                    weighted = np.empty(predicted.shape[1:], dtype=np.float32)
-                elif predicted.shape[1] != output.shape[0]:
-                    raise ModelError(
-                        f"the network returned {predicted.shape[1]} channels after {output.shape[0]} before"
-                    )
-                for window, window_prediction in zip(windows_of(chunk), predicted, strict=True):
-                    np.multiply(window_prediction, importance, out=weighted)
-                    output[(slice(None), *window)] += weighted
-                    weight_sum[window] += importance
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-        except BaseException:
+            if output is None:
+                output = np.zeros((predicted.shape[1], *size), dtype=np.float32)
+                weighted = np.empty(predicted.shape[1:], dtype=np.float32)
+            elif predicted.shape[1] != output.shape[0]:
+                raise ModelError(f"the network returned {predicted.shape[1]} channels after {output.shape[0]} before")
+            for window, window_prediction in zip(windows_of(chunk), predicted, strict=True):
+                np.multiply(window_prediction, importance, out=weighted)
+                output[(slice(None), *window)] += weighted
+                weight_sum[window] += importance
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        if pool is not None:
             for future in in_flight:
                 future.cancel()
-            raise
+            pool.shutdown(wait=True)
 
     assert output is not None  # there is always at least one window
     output /= weight_sum

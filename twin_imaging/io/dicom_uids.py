@@ -38,8 +38,10 @@ def content_digest(array: np.ndarray) -> str:
     """A fingerprint of an array's values, shape and type (for UIDs, not for integrity: BLAKE2b, 128 bits).
 
     The values are read in Fortran order (first axis fastest), the order of a label map on a DICOM or NIfTI grid,
-    so that the usual map is hashed where it lies, with no 78 MB copy; the same values give the same fingerprint
-    whatever the array's memory order."""
+    so that the usual map is hashed where it lies, with no 78 MB transposing copy (0.2 s); the same values give the
+    same fingerprint whatever the array's memory order. Before 2026-12-05 (version 0.1.0) the values were read in C
+    order: a SEG of an unchanged result made before that has another instance UID than one made after (once; a
+    PACS then holds both, the newer one with the same content)."""
     values = np.asfortranarray(array).T  # C-contiguous view of the Fortran-order values
     digest = hashlib.blake2b(f"{values.dtype.str}{array.shape}".encode(), digest_size=16)
     digest.update(memoryview(values).cast("B"))

@@ -86,7 +86,9 @@ def _date_values(header: Dataset) -> list[tuple[Tag, str, str, str]]:
     """
     found = []
     for element in header.elements():
-        vr = element.VR or (dictionary_VR(element.tag) if dictionary_has_tag(element.tag) else None)
+        vr = element.VR
+        if vr in (None, "UN") and dictionary_has_tag(element.tag):  # implicit VR, or a public tag sent as UN
+            vr = dictionary_VR(element.tag)
         if vr not in _DATE_VRS:
             continue
         if isinstance(element, RawDataElement):

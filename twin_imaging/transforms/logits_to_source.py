@@ -51,7 +51,11 @@ def _argmax_aligned(
     scores: np.ndarray, xform: np.ndarray, model_axis: np.ndarray, out_shape: tuple[int, int, int], *, slab_voxels: int
 ) -> np.ndarray:
     # Model axes reordered so that axis a runs along source axis a; then each axis maps on its own.
-    scores = scores.transpose(0, *(1 + model_axis))
+    # The blend's gathers read the scores as they are stored (a transposed view would be copied whole per slab)
+    stored = np.ascontiguousarray(scores)
+    flat_scores, stored_shape = stored.reshape(stored.shape[0], -1), stored.shape[1:]
+    stored_axis = np.argsort(model_axis)  # which of our axes each stored axis is
+    scores = stored.transpose(0, *(1 + model_axis))
     model_shape = scores.shape[1:]
     lower, weight = [], []
     for a in range(3):
@@ -85,7 +89,11 @@ def _argmax_aligned(
             j = np.concatenate([b[1] for b in in_band])
             k = np.concatenate([np.full(len(b[0]), b[2], dtype=np.intp) for b in in_band])
             labels[i, j, k] = _interpolated_argmax(
-                scores, (lower[0][i], lower[1][j], lower[2][k]), (weight[0][i], weight[1][j], weight[2][k])
+                flat_scores,
+                stored_shape,
+                stored_axis,
+                (lower[0][i], lower[1][j], lower[2][k]),
+                (weight[0][i], weight[1][j], weight[2][k]),
             )
 
     # Slabs bound the band's working memory; two run at once (numpy lets go of the GIL in its gathers and sums)
@@ -103,10 +111,10 @@ def _gather_plane(plane_ji: np.ndarray, j: np.ndarray, i: np.ndarray) -> np.ndar
 
 
 def _argmax_classes(scores: np.ndarray) -> np.ndarray:
-    """``np.argmax(scores, axis=0)`` as uint8 (the first class wins a tie), one class plane at a time: numpy's argmax
-    along the first axis walks the classes with a stride of a whole volume, 3-4 times slower (0.05-0.09 s against
-    0.015-0.03 s for 14 classes on 137 x 137 x 101)."""
-    best = np.array(scores[0], dtype=np.float32, copy=True)
+    """``np.argmax(scores, axis=0)`` as uint8 (the first class wins a tie; a NaN score never wins, as in the blend),
+    one class plane at a time: numpy's argmax along the first axis walks the classes with a stride of a whole volume,
+    3-4 times slower (0.05-0.09 s against 0.015-0.03 s for 14 classes on 137 x 137 x 101)."""
+    best = np.array(scores[0], dtype=np.result_type(scores.dtype, np.float32), copy=True)
     labels = np.zeros(best.shape, dtype=np.uint8)
     for c in range(1, scores.shape[0]):
         better = scores[c] > best
@@ -129,10 +137,16 @@ def _cells(model_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return corner, uniform
 
 
-def _interpolated_argmax(scores: np.ndarray, base: tuple, frac: tuple) -> np.ndarray:
-    """Argmax over classes of the trilinear blend of ``scores`` at the points (base + frac), per point."""
-    n_classes = scores.shape[0]
-    shape = scores.shape[1:]
+def _interpolated_argmax(
+    flat_scores: np.ndarray, stored_shape: tuple, stored_axis: np.ndarray, base: tuple, frac: tuple
+) -> np.ndarray:
+    """Argmax over classes of the trilinear blend of the scores at the points (base + frac), per point.
+
+    ``flat_scores`` is (K, voxels) of the scores as stored, of spatial shape ``stored_shape``; ``base`` and ``frac``
+    are along our axes, of which ``stored_axis[a]`` is stored axis a. A NaN score never wins.
+    """
+    n_classes = flat_scores.shape[0]
+    shape = tuple(stored_shape[int(a)] for a in np.argsort(stored_axis))  # our axes' sizes
     upper = [np.minimum(b + 1, s - 1) for b, s in zip(base, shape, strict=True)]
     corners = []
     for di in (0, 1):
@@ -140,16 +154,15 @@ def _interpolated_argmax(scores: np.ndarray, base: tuple, frac: tuple) -> np.nda
             for dk in (0, 1):
                 w = (frac[0] if di else 1 - frac[0]) * (frac[1] if dj else 1 - frac[1])
                 w = w * (frac[2] if dk else 1 - frac[2])
-                flat = np.ravel_multi_index(
-                    ((upper[0] if di else base[0]), (upper[1] if dj else base[1]), (upper[2] if dk else base[2])), shape
-                )
+                ours = ((upper[0] if di else base[0]), (upper[1] if dj else base[1]), (upper[2] if dk else base[2]))
+                flat = np.ravel_multi_index(tuple(ours[int(a)] for a in stored_axis), stored_shape)
                 corners.append((flat, w))
-    best = np.full(base[0].shape, -np.inf, dtype=np.float32)
+    precision = np.result_type(flat_scores.dtype, np.float32)
+    best = np.full(base[0].shape, -np.inf, dtype=precision)
     best_class = np.zeros(base[0].shape, dtype=np.uint8)
-    flat_scores = scores.reshape(n_classes, -1)
     for c in range(n_classes):
         channel = flat_scores[c]
-        value = np.zeros(base[0].shape, dtype=np.float32)
+        value = np.zeros(base[0].shape, dtype=precision)
         for flat, w in corners:
             value += w * channel[flat]
         better = value > best

@@ -65,7 +65,9 @@ def facts_of(result: AnalysisResult, patient_identifier: str | None) -> Facts:
     birth = info.patient_birth_date.strip()
     uids = list(dict.fromkeys(s.sop_instance_uid for s in result.input.volume.sources if s.sop_instance_uid))
     finished = utc(document.created)
-    elapsed = sum(t for name, t in document.timings_s.items() if not name.startswith("segment."))
+    timings = document.timings_s
+    # "total" is the analysis' wall time; documents written before it existed give their serial stages' sum
+    elapsed = timings.get("total") or sum(t for name, t in timings.items() if not name.startswith("segment."))
     structures = [
         dict(
             structure=s.name,
