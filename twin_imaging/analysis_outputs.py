@@ -71,19 +71,21 @@ def measure_and_write(
     jobs = _Jobs(timings, max(1, workers))
     try:
         measured = jobs.submit("measure", _measure, labels, image, card)
-        jobs.submit("labels_nifti", _labels_nifti, labels, out_dir)
-        jobs.submit("viewer", _viewer, image, labels, out_dir)
+        jobs.submit("write.labels_nifti", _labels_nifti, labels, out_dir)
+        jobs.submit("write.viewer", _viewer, image, labels, out_dir)
         # a SEG needs at least one structure: the same condition as "some structure was measured", since every
         # value of the model's label map names a structure of its card
         seg = seg_file = sr = sr_file = None
         if source_headers and labels.array.any():
-            seg, seg_file = jobs.run_here("dicom_seg", _dicom_seg, labels, source_headers, card, out_dir)
+            seg, seg_file = jobs.run_here("write.dicom_seg", _dicom_seg, labels, source_headers, card, out_dir)
         measurements, review = measured.result()
-        jobs.submit("overlays", _overlays, image, labels, card, measurements, out_dir)
+        jobs.submit("write.overlays", _overlays, image, labels, card, measurements, out_dir)
         if measurements:
-            jobs.submit("meshes", _meshes, labels, card, out_dir)
+            jobs.submit("write.meshes", _meshes, labels, card, out_dir)
         if seg is not None and measurements:
-            sr, sr_file = jobs.run_here("dicom_sr", _dicom_sr, seg, measurements, source_headers, card, review, out_dir)
+            sr, sr_file = jobs.run_here(
+                "write.dicom_sr", _dicom_sr, seg, measurements, source_headers, card, review, out_dir
+            )
     except BaseException:
         jobs.shutdown(cancel=True)  # the queued jobs are dropped; no running one outlives the analysis
         raise
@@ -112,7 +114,7 @@ class _Jobs:
         try:
             return job(*args)
         finally:
-            self.timings[name if name == "measure" else f"write.{name}"] = time.perf_counter() - start
+            self.timings[name] = time.perf_counter() - start
 
     def shutdown(self, *, cancel: bool) -> None:
         self.pool.shutdown(wait=True, cancel_futures=cancel)

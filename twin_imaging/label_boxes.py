@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
+from twin_imaging.volume import axes_slowest_first
+
 _HALVES_FROM_VOXELS = 8 * 1024 * 1024  # from this size, the two halves of the map are scanned on two threads
 
 
@@ -21,7 +23,7 @@ def label_boxes(array: np.ndarray, max_label: int = 0) -> list[tuple[slice, ...]
     halves' boxes merged.
     """
     array = np.asarray(array)
-    order = np.argsort([-abs(stride) for stride in array.strides], kind="stable")
+    order = axes_slowest_first(array)
     view = array.transpose(order)
     if array.size >= _HALVES_FROM_VOXELS and array.ndim > 0 and view.shape[0] >= 2:
         half = view.shape[0] // 2

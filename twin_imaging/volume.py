@@ -135,3 +135,9 @@ class Volume:
             affine_ras=affine,
             sources=self.sources if keep_sources else (),
         )
+
+
+def axes_slowest_first(array: np.ndarray) -> np.ndarray:
+    """The array's axes from the slowest in memory to the fastest (largest stride first, flips ignored): the axis
+    order of the view that scans the array in memory order, as C-order code (scipy, numpy loops) walks it."""
+    return np.argsort([-abs(stride) for stride in np.asarray(array).strides], kind="stable")

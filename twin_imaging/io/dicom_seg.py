@@ -35,7 +35,7 @@ from pydicom.sr.codedict import codes
 import twin_imaging
 from twin_imaging.io.dicom_uids import content_digest, derived_uid
 from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
-from twin_imaging.volume import Volume
+from twin_imaging.volume import Volume, axes_slowest_first
 
 _LABEL_DESCRIPTION = "label value {label} of {model_id} {version}"
 _LABEL_PATTERN = re.compile(r"^label value (\d+)\b")
@@ -174,7 +174,7 @@ _CHUNK_VOXELS = 4 * 1024 * 1024  # label-map voxels handled at once: their tempo
 def _slow_axis_chunks(array: np.ndarray):
     """The label map in (i, j, k) order, cut along its axis slowest in memory (k for the usual i-fastest map,
     whose every chunk is then one contiguous block)."""
-    axis = int(np.argmax([abs(stride) for stride in array.strides]))
+    axis = int(axes_slowest_first(array)[0])
     step = max(1, _CHUNK_VOXELS // max(1, array.size // max(array.shape[axis], 1)))
     for start in range(0, array.shape[axis], step):
         index = [slice(None)] * 3

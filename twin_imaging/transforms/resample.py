@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from twin_imaging.volume import Volume
+from twin_imaging.volume import Volume, axes_slowest_first
 
 SPACING_TOL_MM = 1e-3  # MONAI's AFFINE_TOL: an axis already within it of the target spacing keeps its spacing
 _SAME_GRID_TOL_VOXELS = 1e-6
@@ -164,7 +164,7 @@ def _linear_in_memory_order(
     each step of its innermost loop jumps a whole plane: 0.33 s for a 512 x 512 x 300 CT to 3 mm, against 0.07 s on
     the same voxels viewed in memory order (axes permuted, no copy). The samples are the same.
     """
-    memory_order = np.argsort([-abs(stride) for stride in array.strides], kind="stable")
+    memory_order = axes_slowest_first(array)
     resampled = ndimage.affine_transform(
         array.transpose(memory_order),
         scale[memory_order],
