@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -28,6 +29,9 @@ from twin_imaging.settings import get_settings
 from twin_imaging.testing import PhantomAnatomy, PhantomGeometry, make_phantom
 from twin_imaging.transforms import preprocess_image, preprocess_labels, resample_to_grid
 from twin_imaging.volume import Volume
+
+if TYPE_CHECKING:
+    from training.synthetic_lesions import InsertionSpec, ShapeBank
 
 log = logging.getLogger(__name__)
 
@@ -81,22 +85,11 @@ def lesion_variants(
     cases: list[PreparedCase], per_case: int, hp, structures: Sequence[str], *, seed: int
 ) -> list[PreparedCase]:
     """``per_case`` copies of each case with one synthetic renal lesion (see ``training.synthetic_lesions``)."""
-    from training.synthetic_lesions import InsertionSpec, ShapeBank, insert_lesion
+    from training.synthetic_lesions import insert_lesion
 
     if per_case <= 0 or not cases:
         return []
-    missing = {"renal_tumor", "renal_cyst"} - set(structures)
-    if missing:
-        raise ValueError(f"lesion variants need the structures {sorted(missing)} in model.structures")
-    bank = ShapeBank.load(_bank_path(hp.lesion_bank))
-    value = {name: index for index, name in enumerate(structures, start=1)}
-    spec = InsertionSpec(
-        window_hu=tuple(hp.window_hu),
-        spacing_mm=tuple(hp.spacing_mm),
-        kidney_labels=tuple(value[k] for k in ("kidney_right", "kidney_left") if k in value),
-        tumor_label=value["renal_tumor"],
-        cyst_label=value["renal_cyst"],
-    )
+    bank, spec = lesion_insertion(hp, structures)
     made = []
     for case_index, case in enumerate(cases):
         rng = np.random.default_rng([seed, case_index])
@@ -113,6 +106,47 @@ def lesion_variants(
             made.append(PreparedCase(case_id, image[None], labels[None], f"{case.source}+synthetic_{info['kind']}"))
             log.info("%s: %s of %.1f mL from %s", case_id, info["kind"], info["volume_ml"], info["source_case"])
     return made
+
+
+def lesion_insertion(hp, structures: Sequence[str]) -> tuple[ShapeBank, InsertionSpec]:
+    """The shape bank and insertion spec of ``hp.lesion_bank`` for a model of ``structures``."""
+    from training.synthetic_lesions import InsertionSpec, ShapeBank
+
+    missing = {"renal_tumor", "renal_cyst"} - set(structures)
+    if missing:
+        raise ValueError(f"synthetic lesions need the structures {sorted(missing)} in model.structures")
+    value = {name: index for index, name in enumerate(structures, start=1)}
+    spec = InsertionSpec(
+        window_hu=tuple(hp.window_hu),
+        spacing_mm=tuple(hp.spacing_mm),
+        kidney_labels=tuple(value[k] for k in ("kidney_right", "kidney_left") if k in value),
+        tumor_label=value["renal_tumor"],
+        cyst_label=value["renal_cyst"],
+    )
+    return ShapeBank.load(_bank_path(hp.lesion_bank)), spec
+
+
+@dataclass(frozen=True)
+class FreshLesions:
+    """Draw ``fraction`` of the training patches around a lesion inserted for that patch alone: every such patch
+    shows a new shape, size, place and appearance, where fixed lesion copies would show the same few again."""
+
+    bank: ShapeBank
+    spec: InsertionSpec
+    fraction: float
+
+
+def crop_around(array: np.ndarray, centre: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
+    """The ``patch_size`` window of a (C, X, Y, Z) array that holds ``centre`` as near its middle as the array
+    allows; an array smaller than the patch is padded with zeros (as ``SpatialPadd`` does, around it)."""
+    missing = [max(int(p) - n, 0) for n, p in zip(array.shape[1:], patch_size, strict=True)]
+    pads = [(0, 0)] + [(m // 2, m - m // 2) for m in missing]
+    padded = np.pad(array, pads) if any(sum(p) for p in pads) else array
+    slices = [slice(None)]
+    for axis, (c, p) in enumerate(zip(centre, patch_size, strict=True), start=1):
+        start = min(max(int(c) + pads[axis][0] - p // 2, 0), padded.shape[axis] - p)
+        slices.append(slice(start, start + p))
+    return padded[tuple(slices)]
 
 
 def _bank_path(name: str) -> Path:
@@ -145,10 +179,20 @@ class PatchDataset(Dataset):
         augment: bool,
         phantom_fraction: float | None = None,
         class_weights: dict[str, float] | None = None,
+        fresh_lesions: FreshLesions | None = None,
     ):
         self.cases = cases
+        self.patch_size = tuple(int(p) for p in patch_size)
         self.samples_per_epoch = samples_per_epoch
         self.case_weights = case_weights(cases, phantom_fraction)
+        self.fresh_lesions = fresh_lesions
+        if fresh_lesions is not None:
+            kidneys = list(fresh_lesions.spec.kidney_labels)
+            has_kidney = np.array([bool(np.isin(c.labels, kidneys).any()) for c in cases])
+            if not has_kidney.any():
+                raise ValueError("fresh lesions need a training case with a kidney")
+            weights = np.where(has_kidney, self.case_weights, 0.0)
+            self.lesion_case_weights = weights / weights.sum()
         # Background is sampled as often as each structure; small organs (gallbladder) get their share.
         num_classes = len(structures) + 1
         ratios = [1.0] + [float((class_weights or {}).get(name, 1.0)) for name in structures]
@@ -171,14 +215,19 @@ class PatchDataset(Dataset):
                 warn=False,
             ),
         ]
-        if augment:
-            steps += training_augmentation(structures=structures, window_hu=window_hu)
-        self.transform = mt.Compose(steps)
+        # one Compose inside the other: set_random_state on the outer seeds both
+        self.augment = mt.Compose(training_augmentation(structures=structures, window_hu=window_hu) if augment else [])
+        self.transform = mt.Compose([*steps, self.augment])
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self.fresh_lesions is not None and self.transform.R.random_sample() < self.fresh_lesions.fraction:
+            sample = self._fresh_lesion_patch()
+            if sample is not None:
+                out = self.augment(sample)
+                return {"image": torch.as_tensor(out["image"]).float(), "label": torch.as_tensor(out["label"]).long()}
         case_index = int(self.transform.R.choice(len(self.cases), p=self.case_weights))
         case = self.cases[case_index]
         sample = {
@@ -189,6 +238,32 @@ class PatchDataset(Dataset):
         out = self.transform(sample)
         out = out[0] if isinstance(out, list) else out
         return {"image": torch.as_tensor(out["image"]).float(), "label": torch.as_tensor(out["label"]).long()}
+
+    def _fresh_lesion_patch(self) -> dict[str, torch.Tensor] | None:
+        """A patch around a lesion inserted into a case with a kidney for this patch alone; None if five tries
+        found no place (air, another organ)."""
+        from training.synthetic_lesions import insert_lesion
+
+        fresh = self.fresh_lesions
+        random = self.transform.R
+        for _ in range(5):
+            case = self.cases[int(random.choice(len(self.cases), p=self.lesion_case_weights))]
+            rng = np.random.default_rng(int(random.randint(2**31)))
+            inserted = insert_lesion(case.image[0], case.labels[0], fresh.bank, fresh.spec, rng)
+            if inserted is None:
+                continue
+            image, labels, info = inserted
+            # centred on a lesion voxel, shifted by up to a quarter patch: the lesion is seen in different contexts
+            box = tuple(slice(a, b) for a, b in info["box"])
+            value = fresh.spec.cyst_label if info["kind"] == "cyst" else fresh.spec.tumor_label
+            inside = np.argwhere(labels[box] == value) + [b.start for b in box]
+            shift = rng.integers(-(np.asarray(self.patch_size) // 4), np.asarray(self.patch_size) // 4 + 1)
+            centre = inside[rng.integers(len(inside))] + shift
+            return {
+                "image": torch.as_tensor(crop_around(image[None], centre, self.patch_size)),
+                "label": torch.as_tensor(crop_around(labels[None], centre, self.patch_size)),
+            }
+        return None
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -206,6 +281,8 @@ class SegmentationDataModule(L.LightningDataModule):
             training case (and ``lesion_val_variants`` of each validation case) get one synthetic renal tumour or
             cyst (``training.synthetic_lesions``), labelled ``renal_tumor`` / ``renal_cyst`` (both must be among the
             structures). The originals stay: the network also sees tumour-free kidneys.
+        fresh_lesion_fraction: share of training patches centred on a lesion inserted for that patch alone
+            (``FreshLesions``; needs lesion_bank); the rest are drawn as without it.
         class_weights: structure → how many times as often as another class a patch is centred on it (default 1;
             e.g. the rare renal masses).
         structures, spacing_mm, window_hu, patch_size: linked from the model's arguments.
@@ -224,6 +301,7 @@ class SegmentationDataModule(L.LightningDataModule):
         lesion_bank: str | None = None,
         lesion_variants: int = 0,
         lesion_val_variants: int = 0,
+        fresh_lesion_fraction: float = 0.0,
         class_weights: dict[str, float] | None = None,
         structures: list[str] | None = None,
         spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),
@@ -293,6 +371,7 @@ class SegmentationDataModule(L.LightningDataModule):
             augment=hp.augment,
             phantom_fraction=hp.phantom_fraction,
             class_weights=hp.class_weights,
+            fresh_lesions=self._fresh_lesions(),
         )
         dataset.transform.set_random_state(seed=hp.seed)
         return DataLoader(
@@ -302,6 +381,17 @@ class SegmentationDataModule(L.LightningDataModule):
             persistent_workers=hp.num_workers > 0,
             worker_init_fn=_seed_worker,
         )
+
+    def _fresh_lesions(self) -> FreshLesions | None:
+        hp = self.hparams
+        if hp.fresh_lesion_fraction <= 0:
+            return None
+        if not hp.lesion_bank:
+            raise ValueError("fresh_lesion_fraction needs a lesion_bank")
+        if hp.fresh_lesion_fraction > 1:
+            raise ValueError(f"fresh_lesion_fraction is a share of patches (0-1), not {hp.fresh_lesion_fraction}")
+        bank, spec = lesion_insertion(hp, list(hp.structures or []))
+        return FreshLesions(bank, spec, float(hp.fresh_lesion_fraction))
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_cases:

@@ -125,3 +125,71 @@ def test_class_weights_centre_more_patches_on_a_rare_class():
         return float(np.mean([(dataset[i]["label"][0, 8, 8, 8] == spleen).item() for i in range(120)]))
 
     assert spleen_centred({"spleen": 8.0}) > 2 * spleen_centred(None)
+
+
+def test_fresh_lesions_put_a_new_lesion_in_every_chosen_patch(tmp_path):
+    from tests.training.test_synthetic_lesions import _bank
+    from training.data import SegmentationDataModule
+
+    _bank().save(tmp_path / "bank")
+    structures = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
+    data = SegmentationDataModule(
+        phantom_train_cases=2,
+        lesion_bank=str(tmp_path / "bank"),
+        fresh_lesion_fraction=1.0,
+        structures=structures,
+        spacing_mm=(3.0, 3.0, 3.0),
+        window_hu=(-125.0, 275.0),
+        patch_size=(48, 48, 32),
+        augment=False,
+        samples_per_epoch=6,
+    )
+    data.setup("fit")
+    assert not any(np.isin(c.labels, [6, 7]).any() for c in data.train_cases)  # the cases themselves stay clean
+    dataset = data.train_dataloader().dataset
+    patches = [dataset[i] for i in range(6)]
+    assert all(p["image"].shape == (1, 48, 48, 32) == p["label"].shape for p in patches)
+    lesion_voxels = [int(np.isin(p["label"].numpy(), [6, 7]).sum()) for p in patches]
+    assert all(n > 0 for n in lesion_voxels)
+    assert len(set(lesion_voxels)) > 1  # drawn afresh: not the same lesion again
+    kidney_next_to_lesion = [np.isin(p["label"].numpy(), [3, 4]).any() for p in patches]
+    assert sum(kidney_next_to_lesion) >= 5  # on a kidney's surface (a large lesion may hide a small kidney)
+
+
+def test_fresh_lesions_leave_the_other_patches_alone(tmp_path):
+    from tests.training.test_synthetic_lesions import _bank
+    from training.data import SegmentationDataModule
+
+    _bank().save(tmp_path / "bank")
+    structures = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
+    common = dict(
+        phantom_train_cases=2,
+        structures=structures,
+        spacing_mm=(3.0, 3.0, 3.0),
+        window_hu=(-125.0, 275.0),
+        patch_size=(48, 48, 32),
+        augment=False,
+        samples_per_epoch=40,
+    )
+    data = SegmentationDataModule(lesion_bank=str(tmp_path / "bank"), fresh_lesion_fraction=0.25, **common)
+    data.setup("fit")
+    dataset = data.train_dataloader().dataset
+    with_lesion = sum(bool(np.isin(dataset[i]["label"].numpy(), [6, 7]).any()) for i in range(40))
+    assert 3 <= with_lesion <= 20  # about a quarter
+    with pytest.raises(ValueError, match="lesion_bank"):
+        plain = SegmentationDataModule(fresh_lesion_fraction=0.5, **common)
+        plain.setup("fit")
+        plain.train_dataloader()
+
+
+def test_crop_around_keeps_the_centre_inside_and_pads_small_arrays():
+    from training.data import crop_around
+
+    array = np.arange(10 * 12 * 6).reshape(1, 10, 12, 6)
+    patch = crop_around(array, (9, 0, 3), (4, 4, 4))
+    assert patch.shape == (1, 4, 4, 4)
+    assert array[0, 9, 0, 3] in patch and array[0, 5, 0, 3] not in patch  # clamped at the edges, the centre kept
+    small = crop_around(array, (5, 6, 3), (14, 12, 8))
+    assert small.shape == (1, 14, 12, 8)
+    assert (small[0, :2] == 0).all() and (small[0, -2:] == 0).all()  # padded around it, as SpatialPadd does
+    assert np.array_equal(small[0, 2:12, :, 1:7], array[0])
