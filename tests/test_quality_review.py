@@ -99,3 +99,15 @@ def test_a_renal_mass_found_by_a_model_waits_for_a_radiologist(truth, card):
     assert mass.structures == ("renal_tumor",) and "synthetic lesions only" in mass.message
     assert "neoplasm" in mass.message.lower()
     assert not any(r.code == RENAL_MASS_NOT_VALIDATED for r in review(truth, with_masses))  # none found: no flag
+
+
+def test_every_review_code_can_be_written_to_the_sr_and_results_json():
+    """A reason the review can give must reach every output (a renal mass once crashed the SR writer)."""
+    from typing import get_args
+
+    from twin_imaging.io.dicom_sr import REVIEW_REASONS
+    from twin_imaging.quality_review import REVIEW_CODES
+    from twin_imaging.results import ReviewReasonReport
+
+    assert set(REVIEW_REASONS) == set(REVIEW_CODES)
+    assert set(get_args(ReviewReasonReport.model_fields["code"].annotation)) == set(REVIEW_CODES)

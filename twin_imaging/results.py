@@ -91,7 +91,9 @@ class StructureReport(_Model):
 
 
 class ReviewReasonReport(_Model):
-    code: Literal["cut_by_field_of_view", "volume_outside_adult_range", "unexpected_laterality"]
+    code: Literal[
+        "cut_by_field_of_view", "volume_outside_adult_range", "unexpected_laterality", "renal_mass_not_validated"
+    ]
     structures: list[str]
     message: str
 

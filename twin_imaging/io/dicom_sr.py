@@ -42,6 +42,7 @@ REVIEW_REASONS = {  # quality_review codes → the SR's coded reason
     "cut_by_field_of_view": hd.sr.CodedConcept("CUT-FOV", "99TWIN", "Cut by the field of view"),
     "volume_outside_adult_range": hd.sr.CodedConcept("VOL-RANGE", "99TWIN", "Volume outside the adult range"),
     "unexpected_laterality": hd.sr.CodedConcept("LATERALITY", "99TWIN", "Unexpected laterality"),
+    "renal_mass_not_validated": hd.sr.CodedConcept("RENAL-MASS", "99TWIN", "Renal mass model not validated"),
 }
 
 

@@ -57,7 +57,7 @@ class MeasurementView:
 
 @dataclass(frozen=True)
 class ReviewReasonView:
-    code: str  # cut_by_field_of_view, volume_outside_adult_range, unexpected_laterality
+    code: str  # one of twin_imaging.quality_review.REVIEW_CODES
     structures: tuple[str, ...]
     message: str
 
