@@ -19,6 +19,7 @@ import pytest
 from twin_imaging.expert_intake import receive_expert_seg
 from twin_imaging.io import read_nifti
 from twin_imaging.models import default_segmentation_package
+from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.twin_scenarios import current_scenarios
 from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
 from twin_imaging.testing.expert_seg import radiologist_seg
@@ -121,8 +122,10 @@ def test_a_ct_with_a_renal_tumour_reaches_scenarios_on_the_twin_and_a_radiologis
         )
         buffer = io.BytesIO()
         seg.save_as(buffer, enforce_file_format=True)
-        receipt = receive_expert_seg(store, buffer.getvalue(), via="c-store", actor="pacs:reading-room")
-        assert receipt["scenarios"]["computed"]
+        receipt = receive_expert_seg(
+            store, buffer.getvalue(), via="c-store", actor="pacs:reading-room", outcome_model=OutcomeModel()
+        )
+        assert receipt["scenarios"]["computed"], receipt["scenarios"]
         (now,) = current_scenarios(store.summary(key, actor="test"))
         assert now["mask_source"] == receipt["scenarios"]["mask_source"] != "model"
         assert now["other_mask_sources"] == ["model"]
