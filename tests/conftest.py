@@ -32,6 +32,21 @@ def shared_file(shared_data: Path, relative: str) -> Path:
     return path
 
 
+def default_model_labels_renal_masses() -> bool:
+    """Whether the shipped default organ model labels renal tumours and cysts (the tests of the surgical path from a
+    CT alone need one that does)."""
+    from twin_imaging.models import default_segmentation_package
+
+    return {"renal_tumor", "renal_cyst"} <= {s.name for s in default_segmentation_package().card.structures}
+
+
+NEEDS_RENAL_MASS_MODEL = pytest.mark.skipif(
+    not default_model_labels_renal_masses(),
+    reason="the shipped default organ model labels no renal tumour or cyst yet "
+    "(train training/configs/renal_masses.yaml and ship it as the default)",
+)
+
+
 def require_tool(name: str) -> str:
     """The path of an external program, or skip (fail under CI) if it is not installed."""
     found = shutil.which(name)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 
+from tests.conftest import NEEDS_RENAL_MASS_MODEL
 from twin_imaging.expert_intake import receive_expert_seg
 from twin_imaging.io import read_nifti
 from twin_imaging.models import default_segmentation_package
@@ -31,16 +31,7 @@ GEOMETRY = PhantomGeometry(shape=(160, 160, 64), spacing_mm=(2.5, 2.0, 3.0))
 PATIENT = PatientSpec(patient_id="E2E-MASS-3", patient_name="Poe^Pat", patient_birth_date="19610305", patient_sex="F")
 
 
-def _package_labels_renal_masses() -> bool:
-    names = {s.name for s in default_segmentation_package().card.structures}
-    return {"renal_tumor", "renal_cyst"} <= names
-
-
-pytestmark = pytest.mark.skipif(
-    not _package_labels_renal_masses(),
-    reason="the shipped default organ model labels no renal tumour or cyst yet "
-    "(train training/configs/renal_masses.yaml and ship it as the default)",
-)
+pytestmark = NEEDS_RENAL_MASS_MODEL
 
 
 def _egfr_bundle(path: Path) -> Path:

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from sqlalchemy import create_engine, select
 
-from tests.conftest import shared_file
+from tests.conftest import NEEDS_RENAL_MASS_MODEL, shared_file
 from tests.serving.conftest import GEOMETRY, MAX_UPLOAD_BYTES, SYNC_MAX_BYTES, files_of, zip_of
 from tests.test_expert_intake import KIDNEYS_AND_TUMOUR, TUMOUR
 from twin_imaging.testing import PatientSpec, PhantomAnatomy, SeriesSpec, StudySpec, write_phantom_study
@@ -577,7 +577,7 @@ def mass_study(api, tmp_path_factory):
     )
     analysed = api.post("/v1/analyze", "integration", files=files_of(root / "study"))
     assert analysed.status_code == 200, analysed.text
-    observation = {
+    observation = {  # the API files labs only for a patient it knows: after the first study
         "patient_id": MASS_PATIENT.patient_id,
         "code": "62238-1",
         "display": "eGFR",
@@ -585,8 +585,26 @@ def mass_study(api, tmp_path_factory):
         "unit": "mL/min/1.73 m2",
         "effective_at": "2025-05-20T08:00:00Z",
     }
-    assert api.post("/v1/twin/observations", "clinician", json=observation).status_code == 200
+    recorded = api.post("/v1/twin/observations", "clinician", json=observation)
+    assert recorded.status_code == 200, recorded.text
     return study, analysed.json()
+
+
+@NEEDS_RENAL_MASS_MODEL
+def test_a_renal_mass_the_model_finds_runs_the_scenarios_in_the_analyze_answer(mass_study):
+    _, analysed = mass_study
+    scenarios = analysed["surgical_scenarios"]
+    assert scenarios is not None and scenarios["computed"], scenarios
+    assert scenarios["mask_source"] == "model"
+    assert "preop_egfr_ml_min_1_73m2" in scenarios["inputs"]["missing"]  # no eGFR on the twin at analysis time
+    assert not scenarios["new_baseline_egfr"] and "eGFR" in scenarios["new_baseline_egfr_missing"]
+    probabilities = {(p["target"], p["scenario"]) for p in scenarios["predictions"]}
+    assert ("egfr_decline", "partial_nephrectomy") in probabilities and (
+        "egfr_decline",
+        "radical_nephrectomy",
+    ) in probabilities
+    assert analysed["review_required"]
+    assert "renal_mass_not_validated" in [r["code"] for r in analysed["review_reasons"]]
 
 
 def _seg(study, **kwargs) -> bytes:
