@@ -38,6 +38,7 @@ from twin_imaging.models.package import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios, prediction_inputs
 from twin_imaging.outcome.twin_scenarios import current_scenarios
+from twin_imaging.scenario_refresh import refresh_scenarios
 from twin_imaging.settings import get_settings
 from twin_imaging.twin import views as v
 from twin_imaging.twin.fhir_export import export_bundle
@@ -252,7 +253,9 @@ class TwinImaging:
         *,
         ctx: bentoml.Context,
     ) -> dict[str, Any]:
-        """Record a clinical observation (e.g. LOINC 62238-1 eGFR) on the patient's twin."""
+        """Record a clinical observation (e.g. LOINC 62238-1 eGFR) on the patient's twin; where the patient has
+        surgical scenarios whose predictions it changes (an eGFR that was missing), they are recomputed and returned
+        under ``surgical_scenarios_recomputed``."""
         observation = v.ObservationInput(
             code=code,
             display=display,
@@ -263,7 +266,14 @@ class TwinImaging:
             source="api",
         )
         key = self.store.resolve_patient_key(patient_id)
-        return v.to_jsonable(self.store.record_observation(key, observation, actor=caller_actor(ctx)))
+        body = v.to_jsonable(self.store.record_observation(key, observation, actor=caller_actor(ctx)))
+        runs = (
+            []
+            if self.outcome is None
+            else refresh_scenarios(self.store, key, actor=caller_actor(ctx), outcome_model=self.outcome)
+        )
+        body["surgical_scenarios_recomputed"] = [run.to_json() for run in runs if run.computed]
+        return body
 
     @bentoml.api(route="/v1/outcome/predict")
     @json_errors

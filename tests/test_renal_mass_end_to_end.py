@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ PATIENT = PatientSpec(patient_id="E2E-MASS-3", patient_name="Poe^Pat", patient_b
 pytestmark = NEEDS_RENAL_MASS_MODEL
 
 
-def _egfr_bundle(path: Path) -> Path:
+def _egfr_bundle(path: Path, value: float = 68.0, when: str = "2025-02-20T08:00:00Z") -> Path:
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -44,9 +45,9 @@ def _egfr_bundle(path: Path) -> Path:
                     "resourceType": "Observation",
                     "status": "final",
                     "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8", "display": "eGFR"}]},
-                    "effectiveDateTime": "2025-02-20T08:00:00Z",
+                    "effectiveDateTime": when,
                     "valueQuantity": {
-                        "value": 68.0,
+                        "value": value,
                         "unit": "mL/min/{1.73_m2}",
                         "system": "http://unitsofmeasure.org",
                         "code": "mL/min/{1.73_m2}",
@@ -59,8 +60,12 @@ def _egfr_bundle(path: Path) -> Path:
     return path
 
 
-def _console(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=600)
+def _console(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    """The console script with the twin's home in ``data_dir``, as a site configures it once."""
+    env = {**os.environ, "TWIN_IMAGING_DATA_DIR": str(data_dir)}
+    env.pop("TWIN_IMAGING_DATABASE_URL", None)
+    env.pop("TWIN_IMAGING_ARTIFACTS_DIR", None)
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_a_ct_with_a_renal_tumour_reaches_scenarios_on_the_twin_and_a_radiologists_seg_replaces_the_masks(tmp_path):
@@ -75,27 +80,36 @@ def test_a_ct_with_a_renal_tumour_reaches_scenarios_on_the_twin_and_a_radiologis
     data_dir = tmp_path / "twin"
     data_dir.mkdir()
     bundle = _egfr_bundle(tmp_path / "labs.json")
-    db = f"sqlite:///{data_dir / 'twin.sqlite3'}"
-    labs = _console("twin", "import-fhir", str(bundle), "--patient", PATIENT.patient_id, "--db", db)
+    labs = _console("twin", "import-fhir", str(bundle), "--patient", PATIENT.patient_id, data_dir=data_dir)
     assert labs.returncode == 0, labs.stderr
     out = tmp_path / "out"
-    analysed = _console(
-        "analyze", str(tmp_path / "study"), "--out", str(out), "--no-progress", "--data-dir", str(data_dir)
-    )
+    analysed = _console("analyze", str(tmp_path / "study"), "--out", str(out), "--no-progress", data_dir=data_dir)
     assert analysed.returncode == 0, analysed.stderr
     assert "surgical scenarios (model masks" in analysed.stdout, analysed.stdout
     assert "new-baseline eGFR" in analysed.stdout
 
     # the model's tumour, scored against the phantom's truth (same grid: the label map is on the source grid)
     names = {s.name: s.label for s in default_segmentation_package().card.structures}
-    predicted = np.asarray(read_nifti(tmp_path / "out" / "labels.nii.gz").array) == names["renal_tumor"]
+    predicted = np.asarray(read_nifti(out / "labels.nii.gz").array) == names["renal_tumor"]
     truth_labels = study.series[0].phantom.labels
     truth = np.asarray(truth_labels.array) == {v: k for k, v in truth_labels.label_names.items()}["renal_tumor"]
     dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
     assert dice >= 0.5, f"tumour Dice {dice:.2f} against the phantom's truth"
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())
     assert results["review"]["required"]
     assert "renal_mass_not_validated" in [reason["code"] for reason in results["review"]["reasons"]]
+
+    # a later pre-operative eGFR: the scenarios run again with it, on the same masks
+    later = _console(
+        "twin",
+        "import-fhir",
+        str(_egfr_bundle(tmp_path / "labs2.json", 55.0, "2025-02-27T08:00:00Z")),
+        "--patient",
+        PATIENT.patient_id,
+        data_dir=data_dir,
+    )
+    assert later.returncode == 0, later.stderr
+    assert "surgical scenarios recomputed with the new inputs for 1 analysis" in later.stdout, later.stdout
 
     with TwinStore(f"sqlite:///{data_dir / 'twin.sqlite3'}", artifacts_dir=data_dir / "artifacts") as store:
         key = store.patient_key_for(PATIENT.patient_id)
@@ -103,7 +117,7 @@ def test_a_ct_with_a_renal_tumour_reaches_scenarios_on_the_twin_and_a_radiologis
         assert shown["mask_source"] == "model"
         assert "preop_egfr_ml_min_1_73m2" not in " ".join(shown["imputed"])  # the eGFR came from the twin
         egfr = {p["scenario"]: p["value"] for p in shown["predictions"] if p["target"] == "new_baseline_egfr"}
-        assert 0 < egfr["radical_nephrectomy"] < egfr["partial_nephrectomy"] <= 68.0 * 1.3
+        assert 0 < egfr["radical_nephrectomy"] < egfr["partial_nephrectomy"] <= 55.0 * 1.3  # from the later eGFR
 
         sources = [pydicom.dcmread(p) for p in study.series[0].paths]
         seg = radiologist_seg(

@@ -177,6 +177,29 @@ def import_fhir(file: Path, patient: str | None, db: str | None) -> None:
     with open_store(db) as store:
         key = store.register_patient(identifier, actor=actor()).patient_key  # idempotent: labs may come first
         store.import_records(records, patient_key=key, actor=actor())
+        recomputed = _refresh_scenarios(store, key)
     click.echo(f"imported {len(records.observations)} observation(s) and {len(records.procedures)} procedure(s)")
     for reason in records.skipped:
         click.echo(f"skipped: {reason}")
+    if recomputed:
+        from twin_imaging.cli_outcome import echo_scenarios
+
+        click.echo(f"surgical scenarios recomputed with the new inputs for {len(recomputed)} analysis(es):")
+        for run in recomputed:
+            echo_scenarios(run)
+
+
+def _refresh_scenarios(store, patient_key: str) -> list:
+    """The patient's scenarios run again where the imported records change them (none without an outcome model)."""
+    from twin_imaging.errors import ModelError
+    from twin_imaging.outcome.model import OutcomeModel
+    from twin_imaging.scenario_refresh import refresh_scenarios
+
+    if not any(p.mask_source for p in store.summary(patient_key, actor=actor()).predictions):
+        return []  # no scenarios to refresh: the outcome model need not load
+    try:
+        model = OutcomeModel()
+    except ModelError as exc:
+        click.echo(f"surgical scenarios not recomputed: no outcome model ({exc})")
+        return []
+    return [run for run in refresh_scenarios(store, patient_key, actor=actor(), outcome_model=model) if run.computed]

@@ -587,12 +587,12 @@ def mass_study(api, tmp_path_factory):
     }
     recorded = api.post("/v1/twin/observations", "clinician", json=observation)
     assert recorded.status_code == 200, recorded.text
-    return study, analysed.json()
+    return study, analysed.json(), recorded.json()
 
 
 @NEEDS_RENAL_MASS_MODEL
 def test_a_renal_mass_the_model_finds_runs_the_scenarios_in_the_analyze_answer(mass_study):
-    _, analysed = mass_study
+    _, analysed, labs = mass_study
     scenarios = analysed["surgical_scenarios"]
     assert scenarios is not None and scenarios["computed"], scenarios
     assert scenarios["mask_source"] == "model"
@@ -603,6 +603,10 @@ def test_a_renal_mass_the_model_finds_runs_the_scenarios_in_the_analyze_answer(m
         "egfr_decline",
         "radical_nephrectomy",
     ) in probabilities
+    (recomputed,) = labs["surgical_scenarios_recomputed"]  # the eGFR that came after the scan
+    assert recomputed["mask_source"] == "model" and recomputed["analysis_id"] == analysed["analysis_id"]
+    egfr = {e["scenario"]: e["egfr_ml_min_1_73m2"] for e in recomputed["new_baseline_egfr"]}
+    assert 0 < egfr["radical_nephrectomy"] < egfr["partial_nephrectomy"]
     assert analysed["review_required"]
     assert "renal_mass_not_validated" in [r["code"] for r in analysed["review_reasons"]]
 
@@ -616,7 +620,7 @@ def _seg(study, **kwargs) -> bytes:
 
 
 def test_an_uploaded_seg_recomputes_the_scenarios_on_the_twin(api, mass_study):
-    study, analysed = mass_study
+    study, analysed, _ = mass_study
     response = api.post(
         "/v1/analyses/expert_seg", "clinician", files=[("seg", ("reading.dcm", _seg(study), "application/dicom"))]
     )
@@ -643,7 +647,7 @@ def test_an_uploaded_seg_recomputes_the_scenarios_on_the_twin(api, mass_study):
 
 
 def test_stow_rs_takes_a_seg_and_refuses_one_of_an_unknown_series(api, mass_study):
-    study, _ = mass_study
+    study, _, _ = mass_study
     good = _seg(study)
     dataset = pydicom.dcmread(io.BytesIO(_seg(study)))
     dataset.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.826.0.1.3680043.99.2"
@@ -663,7 +667,7 @@ def test_an_upload_for_a_series_analysed_for_another_tenant_is_unknown_to_an_own
     from twin_imaging.access import ApiKeyRegistry
     from twin_imaging.settings import get_settings
 
-    study, _ = mass_study
+    study, _, _ = mass_study
     registry = ApiKeyRegistry.load(get_settings().api_keys_file)
     other = {"X-API-Key": registry.create("router-c", role="integration")}
     try:

@@ -78,8 +78,11 @@ def run_twin_scenarios(
     mask_source: str,
     actor: str,
     margin_mm: float = DEFAULT_MARGIN_MM,
+    unless_same_as: dict[str, Any] | None = None,
 ) -> TwinScenarioRun:
-    """Run and record the scenarios of one analysis (see the module docstring)."""
+    """Run and record the scenarios of one analysis (see the module docstring). ``unless_same_as``: a set of
+    ``current_scenarios``; where every prediction and the imputed inputs come out the same, nothing is recorded
+    (the run is not ``computed`` and says so)."""
     kits = kits_labels(labels)
     if kits is None:
         return TwinScenarioRun(analysis_id, mask_source, False, "the masks hold no renal tumour or cyst")
@@ -101,6 +104,11 @@ def run_twin_scenarios(
     except InputError as exc:
         return TwinScenarioRun(analysis_id, mask_source, False, str(exc), inputs=inputs.to_json())
     records = prediction_inputs(report, analysis_id=analysis_id, mask_source=mask_source)
+    if unless_same_as is not None and _same_predictions(records, unless_same_as):
+        reason = "unchanged: the inputs on the twin give the same predictions"
+        return TwinScenarioRun(
+            analysis_id, mask_source, False, reason, report=report.to_json(), inputs=inputs.to_json()
+        )
     made = store.record_predictions(patient_key, records, actor=actor)
     return TwinScenarioRun(
         analysis_id,
@@ -110,6 +118,17 @@ def run_twin_scenarios(
         inputs=inputs.to_json(),
         prediction_ids=tuple(p.prediction_id for p in made),
     )
+
+
+def _same_predictions(records, current: dict[str, Any]) -> bool:
+    def point(p) -> float:
+        return p["probability"] if p["probability"] is not None else p["value"]
+
+    before = {(p["target"], p["scenario"]): point(p) for p in current["predictions"]}
+    now = {(r.target, r.scenario): r.probability if r.probability is not None else r.value for r in records}
+    if before.keys() != now.keys() or sorted({i for r in records for i in r.imputed}) != current["imputed"]:
+        return False
+    return all(abs(before[k] - now[k]) <= 1e-9 for k in now)
 
 
 def scenarios_after_attach(
@@ -136,7 +155,8 @@ def scenarios_after_attach(
 
 def current_scenarios(summary) -> list[dict[str, Any]]:
     """Per analysis with scenario predictions, the set that counts: from the latest radiologist's SEG where one was
-    sent, else from the model's masks (the others stay in the twin's history). Oldest analysis first."""
+    sent, else from the model's masks (the others stay in the twin's history), each prediction as last computed
+    from those masks. Oldest analysis first."""
     by_analysis: dict[str, dict[str, list]] = {}
     for p in summary.predictions:
         if p.analysis_id is None or p.mask_source is None:
@@ -149,7 +169,10 @@ def current_scenarios(summary) -> list[dict[str, Any]]:
         chosen = max(expert, key=lambda s: max(p.created_at for p in sources[s])) if expert else "model"
         if chosen not in sources:
             continue
-        rows = sources[chosen]
+        latest: dict[tuple[str, str], Any] = {}  # the latest run where the same masks ran again (new inputs)
+        for p in sorted(sources[chosen], key=lambda p: (p.created_at, p.prediction_id)):
+            latest[(p.target, p.scenario)] = p
+        rows = list(latest.values())
         found.append(
             {
                 "analysis_id": analysis_id,
