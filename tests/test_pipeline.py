@@ -140,12 +140,22 @@ def test_the_seg_files_into_the_source_study_and_reads_back_to_the_label_map(pha
     assert seg.SOPInstanceUID in evidence  # the SR points at the SEG it measures
 
 
-@pytest.fixture(scope="module")
-def real_analysis(tmp_path_factory, segmenter, shared_data):
+SHIPPED_ORGAN_MODELS = ("abdomen_ct_fast", "abdomen_ct_accurate")
+
+
+@pytest.fixture(scope="module", params=SHIPPED_ORGAN_MODELS)
+def real_analysis(request, tmp_path_factory, shared_data):
+    """The real 20-slice CT series analysed by each shipped organ model."""
+    from twin_imaging.models import load_model_package
+    from twin_imaging.settings import get_settings
+
+    folder = get_settings().models_dir / request.param
+    if not (folder / "card.json").is_file():
+        pytest.skip(f"model package {request.param} is not in {folder.parent}")
     source = shared_file(shared_data, "totalsegmentator/example_ct_dicom")
     root = tmp_path_factory.mktemp("real")
     copy_series_with_uids(source, root / "study")  # its UIDs are blank: a PACS would refuse it
-    return analyze_study(root / "study", root / "out", segmenter=segmenter)
+    return analyze_study(root / "study", root / "out", segmenter=Segmenter(load_model_package(folder)))
 
 
 @pytest.mark.parametrize("name", ["seg.dcm", "sr.dcm"])
