@@ -61,3 +61,20 @@ def test_init_weights_with_other_structures_first_are_refused(tmp_path):
     torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, path)
     with pytest.raises(ValueError, match="not the first of this model's"):
         load_network_weights(module(("liver", "spleen", "renal_tumor")), path)
+
+
+def test_every_recipes_card_words_read_cleanly():
+    """Each config's card file exists and passes the check training runs, so an export never fails on its words."""
+    from pathlib import Path
+
+    import yaml
+
+    from training.module import read_card_words
+
+    configs = sorted(Path("training/configs").glob("*.yaml"))
+    named = [c for c in configs if (yaml.safe_load(c.read_text()) or {}).get("model", {}).get("card_file")]
+    assert any(c.name == "renal_masses.yaml" for c in named)
+    for config in named:
+        card_file = yaml.safe_load(config.read_text())["model"]["card_file"]
+        words = read_card_words(card_file)
+        assert words["title"], config
