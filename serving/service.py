@@ -37,6 +37,7 @@ from twin_imaging.inference.segment import Segmenter
 from twin_imaging.models.package import default_segmentation_package
 from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.scenarios import DEFAULT_MARGIN_MM, SCENARIOS, predict_scenarios, prediction_inputs
+from twin_imaging.outcome.twin_inputs import is_scenario_input
 from twin_imaging.outcome.twin_scenarios import current_scenarios
 from twin_imaging.scenario_refresh import refresh_scenarios
 from twin_imaging.settings import get_settings
@@ -267,11 +268,11 @@ class TwinImaging:
         )
         key = self.store.resolve_patient_key(patient_id)
         body = v.to_jsonable(self.store.record_observation(key, observation, actor=caller_actor(ctx)))
-        runs = (
-            []
-            if self.outcome is None
-            else refresh_scenarios(self.store, key, actor=caller_actor(ctx), outcome_model=self.outcome)
-        )
+        runs = []
+        if self.outcome is not None and is_scenario_input(code):
+            runs = refresh_scenarios(
+                self.store, key, actor=caller_actor(ctx), outcome_model=self.outcome, only_sent_by=caller_scope(ctx)
+            )
         body["surgical_scenarios_recomputed"] = [run.to_json() for run in runs if run.computed]
         return body
 

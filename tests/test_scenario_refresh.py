@@ -89,3 +89,29 @@ def test_a_patient_without_scenarios_has_nothing_to_refresh(case_without_labs):
     key = store.patient_key_for(PATIENT.patient_id)
     store.record_observation(key, _egfr(71.0, 20), actor="lab")
     assert refresh_scenarios(store, key, actor="lab", outcome_model=case_without_labs.model) == []
+
+
+def test_a_lab_long_after_the_scan_does_not_change_its_scenarios(case_without_labs):
+    case = case_without_labs
+    store, model = case.store, case.model
+    receive_expert_seg(store, case.seg_bytes(KIDNEYS_AND_TUMOUR), via="api", actor="x", outcome_model=model)
+    key = store.patient_key_for(PATIENT.patient_id)
+    late = ObservationInput(  # a year after the scan of 2024-03-01: another work-up, not this scan's
+        code="62238-1",
+        display="eGFR",
+        value=40.0,
+        unit="mL/min/{1.73_m2}",
+        effective_at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+    store.record_observation(key, late, actor="lab")
+    recorded = len(store.summary(key, actor="t").predictions)
+    (run,) = refresh_scenarios(store, key, actor="lab", outcome_model=model)
+    assert not run.computed and run.reason.startswith("unchanged")
+    assert len(store.summary(key, actor="t").predictions) == recorded
+
+
+def test_only_codes_that_feed_the_scenarios_trigger_a_refresh():
+    from twin_imaging.outcome.twin_inputs import is_scenario_input
+
+    assert is_scenario_input("62238-1") and is_scenario_input("2160-0") and is_scenario_input("39156-5")
+    assert not is_scenario_input("718-7")  # haemoglobin

@@ -177,7 +177,7 @@ def import_fhir(file: Path, patient: str | None, db: str | None) -> None:
     with open_store(db) as store:
         key = store.register_patient(identifier, actor=actor()).patient_key  # idempotent: labs may come first
         store.import_records(records, patient_key=key, actor=actor())
-        recomputed = _refresh_scenarios(store, key)
+        recomputed = _refresh_scenarios(store, key) if _feeds_scenarios(records) else []
     click.echo(f"imported {len(records.observations)} observation(s) and {len(records.procedures)} procedure(s)")
     for reason in records.skipped:
         click.echo(f"skipped: {reason}")
@@ -187,6 +187,12 @@ def import_fhir(file: Path, patient: str | None, db: str | None) -> None:
         click.echo(f"surgical scenarios recomputed with the new inputs for {len(recomputed)} analysis(es):")
         for run in recomputed:
             echo_scenarios(run)
+
+
+def _feeds_scenarios(records) -> bool:
+    from twin_imaging.outcome.twin_inputs import is_scenario_input
+
+    return any(is_scenario_input(o.code) for o in records.observations)
 
 
 def _refresh_scenarios(store, patient_key: str) -> list:

@@ -16,7 +16,7 @@ numeric observations here and stay missing (imputed by the models, listed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from twin_imaging.twin.views import ObservationView, ProcedureView, TwinSummary
@@ -76,10 +76,25 @@ class NotPreoperativeError(ValueError):
     """The scan was taken after a kidney operation: surgical scenarios are for planning one."""
 
 
+def is_scenario_input(code: str) -> bool:
+    """Whether an observation code feeds the surgical scenarios (eGFR, creatinine, BMI, weight, height, a
+    comorbidity): only these rerun them when they arrive."""
+    return (
+        code in EGFR_CODES
+        or code in (CREATININE_MG_DL, CREATININE_UMOL_L, BMI_CODE, WEIGHT_CODE, HEIGHT_CODE)
+        or (code in COMORBIDITY_CODES)
+    )
+
+
 def clinical_inputs_from_twin(
-    summary: TwinSummary, *, scan_date: date, tumour_diameter_mm: float | None = None
+    summary: TwinSummary,
+    *,
+    scan_date: date,
+    tumour_diameter_mm: float | None = None,
+    labs_until: date | None = None,
 ) -> TwinClinicalInputs:
-    """The clinical input for the scenarios of a scan on ``scan_date`` (see the module docstring)."""
+    """The clinical input for the scenarios of a scan on ``scan_date`` (see the module docstring); ``labs_until``:
+    observations after that day are not used (a planning window: labs long after a scan belong to another one)."""
     operations = sorted(
         (p for p in summary.procedures if p.code in KIDNEY_OPERATION_CODES), key=lambda p: p.performed_on
     )
@@ -91,6 +106,9 @@ def clinical_inputs_from_twin(
         )
     until = operations[0].performed_on if operations else None
     limit = datetime.combine(until, time(0), tzinfo=UTC) if until else None
+    if labs_until is not None:
+        window_end = datetime.combine(labs_until + timedelta(days=1), time(0), tzinfo=UTC)
+        limit = window_end if limit is None else min(limit, window_end)
     usable = [o for o in summary.observations if limit is None or _utc(o.effective_at) < limit]
     clinical: dict[str, Any] = {}
     sources: dict[str, str] = {}
