@@ -27,6 +27,7 @@ from twin_imaging.io import read_image
 from twin_imaging.models.card import IntensitySpec, PreprocessingSpec
 from twin_imaging.settings import get_settings
 from twin_imaging.testing import PhantomAnatomy, PhantomGeometry, make_phantom
+from twin_imaging.testing.phantom import RENAL_CYST, RENAL_TUMOUR, Ellipsoid, Structure
 from twin_imaging.transforms import preprocess_image, preprocess_labels, resample_to_grid
 from twin_imaging.volume import Volume
 
@@ -76,9 +77,34 @@ def phantom_case(index: int, *, seed: int, spec: PreprocessingSpec, structures: 
     shape = tuple(int(n) for n in np.ceil(extent_mm / np.asarray(spec.spacing_mm)))
     centre = (float(rng.uniform(-20, 20)), float(rng.uniform(-15, 15)), float(rng.uniform(-40, 40)))
     geometry = PhantomGeometry(shape=shape, spacing_mm=spec.spacing_mm, centre_lps_mm=centre)
-    phantom = make_phantom(geometry, anatomy=anatomy, noise_hu_sd=float(rng.uniform(5, 25)), seed=int(index))
+    noise_hu_sd = float(rng.uniform(5, 25))
+    if {"renal_tumor", "renal_cyst"} <= set(structures):
+        anatomy = phantom_renal_masses(anatomy, np.random.default_rng([seed, index, 1]))
+    phantom = make_phantom(geometry, anatomy=anatomy, noise_hu_sd=noise_hu_sd, seed=int(index))
     lookup = label_lookup(phantom.labels.label_names or {}, structures)
     return prepare_case(f"phantom_{index:03d}", phantom.image, phantom.labels, lookup, spec, "phantom")
+
+
+def phantom_renal_masses(anatomy: PhantomAnatomy, rng: np.random.Generator) -> PhantomAnatomy:
+    """``anatomy`` with a renal tumour (drawn half the time) and a renal cyst (a third of the time), each centred
+    near a random point of a random kidney's surface, so partly exophytic like the demo phantom's masses
+    (``twin_imaging.testing.phantom.RENAL_TUMOUR``): a model that labels renal masses also learns them on the
+    phantom, the built-in demo input, whose flat organs look unlike the KiTS lesions inserted into real CT."""
+    masses = (
+        ("renal_tumor", RENAL_TUMOUR.label, 0.5, (25.0, 110.0), (7.0, 20.0)),
+        ("renal_cyst", RENAL_CYST.label, 1 / 3, (-5.0, 20.0), (5.0, 14.0)),
+    )
+    for name, label, probability, hu_range, radius_range_mm in masses:
+        if rng.uniform() >= probability:
+            continue
+        kidney = anatomy.structure(str(rng.choice(["kidney_left", "kidney_right"]))).shape
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        centre = np.asarray(kidney.centre_mm) + direction * np.asarray(kidney.semi_axes_mm) * rng.uniform(0.6, 1.0)
+        semi_axes = rng.uniform(*radius_range_mm) * rng.uniform(0.85, 1.15, size=3)
+        shape = Ellipsoid(tuple(float(c) for c in centre), tuple(float(a) for a in semi_axes))
+        anatomy = anatomy.with_structure(Structure(name, label, float(rng.uniform(*hu_range)), shape))
+    return anatomy
 
 
 def lesion_variants(

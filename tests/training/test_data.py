@@ -47,6 +47,28 @@ def test_phantom_cases_vary_but_are_reproducible():
     assert a.image.shape != c.image.shape or not np.array_equal(a.labels, c.labels)
 
 
+def test_phantoms_for_a_renal_mass_model_grow_tumours_and_cysts_at_the_kidneys_and_others_do_not():
+    renal = [*STRUCTURES, "renal_tumor", "renal_cyst"]
+    tumour, cyst = renal.index("renal_tumor") + 1, renal.index("renal_cyst") + 1
+    kidneys = {renal.index("kidney_right") + 1, renal.index("kidney_left") + 1}
+    cases = [phantom_case(i, seed=3, spec=SPEC, structures=renal) for i in range(12)]
+    with_tumour = [c for c in cases if (c.labels == tumour).any()]
+    with_cyst = [c for c in cases if (c.labels == cyst).any()]
+    assert 2 <= len(with_tumour) <= 10 and 1 <= len(with_cyst) <= 9
+    for case, value in [(c, tumour) for c in with_tumour] + [(c, cyst) for c in with_cyst]:
+        mass = case.labels[0] == value
+        # on a kidney: the mass touches kidney voxels (it is painted over part of one)
+        near = np.zeros_like(mass)
+        for axis in range(3):
+            near |= np.roll(mass, 1, axis) | np.roll(mass, -1, axis)
+        assert np.isin(case.labels[0][near & ~mass], list(kidneys)).any()
+    # the organ-only model's phantoms are unchanged: same image and labels as before renal masses existed
+    plain = phantom_case(0, seed=3, spec=SPEC, structures=STRUCTURES)
+    assert set(np.unique(plain.labels)) <= set(range(len(STRUCTURES) + 1))
+    index = next(i for i, c in enumerate(cases) if not np.isin(c.labels, [tumour, cyst]).any())
+    assert np.array_equal(cases[index].image, phantom_case(index, seed=3, spec=SPEC, structures=STRUCTURES).image)
+
+
 def test_patches_have_the_patch_size_and_every_class_is_sampled():
     cases = [phantom_case(i, seed=0, spec=SPEC, structures=STRUCTURES) for i in range(2)]
     dataset = PatchDataset(
