@@ -17,6 +17,7 @@ from twin_imaging.testing import (
     StudySpec,
     write_phantom_study,
 )
+from twin_imaging.testing.fhir_labs import write_egfr_bundle
 
 PATIENT = PatientSpec(patient_id="TWIN-CLI-1", patient_name="Cli^Test")
 GEOMETRY = PhantomGeometry(shape=(160, 128, 48), spacing_mm=(2.5, 2.5, 4.0))
@@ -95,29 +96,7 @@ def test_fhir_export_parses(twin):
 
 def test_imported_labs_appear_in_the_trend_and_the_timeline(twin, tmp_path):
     _, db, *_ = twin
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8", "display": "eGFR"}]},
-                    "effectiveDateTime": f"2024-0{month}-10T08:00:00Z",
-                    "valueQuantity": {
-                        "value": value,
-                        "unit": "mL/min/{1.73_m2}",
-                        "system": "http://unitsofmeasure.org",
-                        "code": "mL/min/{1.73_m2}",
-                    },
-                }
-            }
-            for month, value in ((1, 78.0), (7, 61.0))
-        ],
-    }
-    path = tmp_path / "labs.json"
-    path.write_text(json.dumps(bundle))
+    path = write_egfr_bundle(tmp_path / "labs.json", [("2024-01-10T08:00:00Z", 78.0), ("2024-07-10T08:00:00Z", 61.0)])
     imported = invoke("twin", "import-fhir", str(path), "--patient", PATIENT.patient_id, "--db", db)
     assert imported.exit_code == 0, imported.output
     assert "imported 2 observation(s)" in imported.output

@@ -24,6 +24,7 @@ from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.twin_scenarios import current_scenarios
 from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
 from twin_imaging.testing.expert_seg import radiologist_seg
+from twin_imaging.testing.fhir_labs import write_egfr_bundle
 from twin_imaging.testing.phantom import RENAL_TUMOUR, PhantomAnatomy
 from twin_imaging.twin.store import TwinStore
 
@@ -36,28 +37,7 @@ pytestmark = NEEDS_RENAL_MASS_MODEL
 
 
 def _egfr_bundle(path: Path, value: float = 68.0, when: str = "2025-02-20T08:00:00Z") -> Path:
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8", "display": "eGFR"}]},
-                    "effectiveDateTime": when,
-                    "valueQuantity": {
-                        "value": value,
-                        "unit": "mL/min/{1.73_m2}",
-                        "system": "http://unitsofmeasure.org",
-                        "code": "mL/min/{1.73_m2}",
-                    },
-                }
-            }
-        ],
-    }
-    path.write_text(json.dumps(bundle))
-    return path
+    return write_egfr_bundle(path, [(when, value)])
 
 
 def _console(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
