@@ -67,8 +67,11 @@ def prepare_case(
     return PreparedCase(case_id, prepared.array, model_labels.array[None].astype(np.uint8), source)
 
 
-def phantom_case(index: int, *, seed: int, spec: PreprocessingSpec, structures: Sequence[str]) -> PreparedCase:
-    """A synthetic abdomen with random organ sizes, position and noise, sampled directly at the model spacing."""
+def phantom_case(
+    index: int, *, seed: int, spec: PreprocessingSpec, structures: Sequence[str], renal_masses: bool = False
+) -> PreparedCase:
+    """A synthetic abdomen with random organ sizes, position and noise, sampled directly at the model spacing;
+    with ``renal_masses``, a renal tumour and cyst on some (``phantom_renal_masses``)."""
     rng = np.random.default_rng([seed, index])
     anatomy = PhantomAnatomy()
     for name in ("liver", "spleen", "kidney_left", "kidney_right"):
@@ -78,7 +81,9 @@ def phantom_case(index: int, *, seed: int, spec: PreprocessingSpec, structures: 
     centre = (float(rng.uniform(-20, 20)), float(rng.uniform(-15, 15)), float(rng.uniform(-40, 40)))
     geometry = PhantomGeometry(shape=shape, spacing_mm=spec.spacing_mm, centre_lps_mm=centre)
     noise_hu_sd = float(rng.uniform(5, 25))
-    if {"renal_tumor", "renal_cyst"} <= set(structures):
+    if renal_masses:
+        if not {"renal_tumor", "renal_cyst"} <= set(structures):
+            raise ValueError("phantom renal masses need renal_tumor and renal_cyst among the structures")
         anatomy = phantom_renal_masses(anatomy, np.random.default_rng([seed, index, 1]))
     phantom = make_phantom(geometry, anatomy=anatomy, noise_hu_sd=noise_hu_sd, seed=int(index))
     lookup = label_lookup(phantom.labels.label_names or {}, structures)
@@ -303,6 +308,7 @@ class SegmentationDataModule(L.LightningDataModule):
         train_folds / val_folds: which folds train and validate (a case without a fold trains).
         phantom_train_cases / phantom_val_cases: synthetic abdomens added to training / validation.
         phantom_fraction: share of training patches drawn from phantoms (default: cases drawn uniformly).
+        phantom_renal_masses: the phantoms grow renal tumours and cysts (``phantom_renal_masses``).
         lesion_bank: a shape bank of ``training.prepare_kits_shapes``; with it, ``lesion_variants`` copies of each
             training case (and ``lesion_val_variants`` of each validation case) get one synthetic renal tumour or
             cyst (``training.synthetic_lesions``), labelled ``renal_tumor`` / ``renal_cyst`` (both must be among the
@@ -324,6 +330,7 @@ class SegmentationDataModule(L.LightningDataModule):
         phantom_train_cases: int = 0,
         phantom_val_cases: int = 0,
         phantom_fraction: float | None = None,
+        phantom_renal_masses: bool = False,
         lesion_bank: str | None = None,
         lesion_variants: int = 0,
         lesion_val_variants: int = 0,
@@ -371,10 +378,15 @@ class SegmentationDataModule(L.LightningDataModule):
                     case.case_id, read_image(case.image), read_image(case.label), lookup, spec, datalist.name
                 )
                 (self.val_cases if in_val else self.train_cases).append(prepared)
+        masses = hp.phantom_renal_masses
         for index in range(hp.phantom_train_cases):
-            self.train_cases.append(phantom_case(index, seed=hp.seed, spec=spec, structures=structures))
+            self.train_cases.append(
+                phantom_case(index, seed=hp.seed, spec=spec, structures=structures, renal_masses=masses)
+            )
         for index in range(hp.phantom_val_cases):
-            self.val_cases.append(phantom_case(10_000 + index, seed=hp.seed, spec=spec, structures=structures))
+            self.val_cases.append(
+                phantom_case(10_000 + index, seed=hp.seed, spec=spec, structures=structures, renal_masses=masses)
+            )
         if not self.train_cases:
             raise ValueError("no training cases: give a datalist with labelled cases or phantom_train_cases > 0")
         if hp.lesion_bank and (hp.lesion_variants or hp.lesion_val_variants):

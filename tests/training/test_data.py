@@ -13,6 +13,7 @@ from twin_imaging.testing import PHANTOM_LABELS, PhantomGeometry, make_phantom
 from twin_imaging.transforms import preprocess_image
 
 STRUCTURES = ["liver", "spleen", "kidney_right", "kidney_left", "aorta"]
+RENAL_STRUCTURES = [*STRUCTURES, "renal_tumor", "renal_cyst"]  # tumour 6, cyst 7
 SPEC = preprocessing_spec((4.0, 4.0, 4.0), (-200.0, 300.0))
 
 
@@ -47,11 +48,11 @@ def test_phantom_cases_vary_but_are_reproducible():
     assert a.image.shape != c.image.shape or not np.array_equal(a.labels, c.labels)
 
 
-def test_phantoms_for_a_renal_mass_model_grow_tumours_and_cysts_at_the_kidneys_and_others_do_not():
-    renal = [*STRUCTURES, "renal_tumor", "renal_cyst"]
+def test_phantoms_can_grow_renal_tumours_and_cysts_at_the_kidneys():
+    renal = RENAL_STRUCTURES
     tumour, cyst = renal.index("renal_tumor") + 1, renal.index("renal_cyst") + 1
     kidneys = {renal.index("kidney_right") + 1, renal.index("kidney_left") + 1}
-    cases = [phantom_case(i, seed=3, spec=SPEC, structures=renal) for i in range(12)]
+    cases = [phantom_case(i, seed=3, spec=SPEC, structures=renal, renal_masses=True) for i in range(12)]
     with_tumour = [c for c in cases if (c.labels == tumour).any()]
     with_cyst = [c for c in cases if (c.labels == cyst).any()]
     assert 2 <= len(with_tumour) <= 10 and 1 <= len(with_cyst) <= 9
@@ -62,9 +63,10 @@ def test_phantoms_for_a_renal_mass_model_grow_tumours_and_cysts_at_the_kidneys_a
         for axis in range(3):
             near |= np.roll(mass, 1, axis) | np.roll(mass, -1, axis)
         assert np.isin(case.labels[0][near & ~mass], list(kidneys)).any()
-    # the organ-only model's phantoms are unchanged: same image and labels as before renal masses existed
-    plain = phantom_case(0, seed=3, spec=SPEC, structures=STRUCTURES)
-    assert set(np.unique(plain.labels)) <= set(range(len(STRUCTURES) + 1))
+    # without renal_masses, or where they were not drawn, the phantom is the one it always was
+    assert not np.isin(phantom_case(0, seed=3, spec=SPEC, structures=renal).labels, [tumour, cyst]).any()
+    with pytest.raises(ValueError, match="renal_tumor and renal_cyst"):
+        phantom_case(0, seed=3, spec=SPEC, structures=STRUCTURES, renal_masses=True)
     index = next(i for i, c in enumerate(cases) if not np.isin(c.labels, [tumour, cyst]).any())
     assert np.array_equal(cases[index].image, phantom_case(index, seed=3, spec=SPEC, structures=STRUCTURES).image)
 
@@ -103,7 +105,7 @@ def test_lesion_variants_are_added_beside_the_originals(tmp_path):
     from training.data import SegmentationDataModule
 
     _bank().save(tmp_path / "bank")
-    structures = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
+    structures = RENAL_STRUCTURES
     data = SegmentationDataModule(
         phantom_train_cases=2,
         phantom_val_cases=1,
@@ -149,23 +151,28 @@ def test_class_weights_centre_more_patches_on_a_rare_class():
     assert spleen_centred({"spleen": 8.0}) > 2 * spleen_centred(None)
 
 
-def test_fresh_lesions_put_a_new_lesion_in_every_chosen_patch(tmp_path):
+def _fresh_lesion_data(tmp_path, **overrides):
+    """A phantom data module of a renal-mass model (48 x 48 x 32 patches, no augmentation), with a small shape bank
+    saved under ``tmp_path`` unless ``lesion_bank`` is overridden."""
     from tests.training.test_synthetic_lesions import _bank
     from training.data import SegmentationDataModule
 
-    _bank().save(tmp_path / "bank")
-    structures = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
-    data = SegmentationDataModule(
+    if "lesion_bank" not in overrides:
+        _bank().save(tmp_path / "bank")
+        overrides["lesion_bank"] = str(tmp_path / "bank")
+    settings = dict(
         phantom_train_cases=2,
-        lesion_bank=str(tmp_path / "bank"),
-        fresh_lesion_fraction=1.0,
-        structures=structures,
+        structures=RENAL_STRUCTURES,
         spacing_mm=(3.0, 3.0, 3.0),
         window_hu=(-125.0, 275.0),
         patch_size=(48, 48, 32),
         augment=False,
-        samples_per_epoch=6,
     )
+    return SegmentationDataModule(**{**settings, **overrides})
+
+
+def test_fresh_lesions_put_a_new_lesion_in_every_chosen_patch(tmp_path):
+    data = _fresh_lesion_data(tmp_path, fresh_lesion_fraction=1.0, samples_per_epoch=6)
     data.setup("fit")
     assert not any(np.isin(c.labels, [6, 7]).any() for c in data.train_cases)  # the cases themselves stay clean
     dataset = data.train_dataloader().dataset
@@ -179,27 +186,13 @@ def test_fresh_lesions_put_a_new_lesion_in_every_chosen_patch(tmp_path):
 
 
 def test_fresh_lesions_leave_the_other_patches_alone(tmp_path):
-    from tests.training.test_synthetic_lesions import _bank
-    from training.data import SegmentationDataModule
-
-    _bank().save(tmp_path / "bank")
-    structures = ["liver", "spleen", "kidney_right", "kidney_left", "aorta", "renal_tumor", "renal_cyst"]
-    common = dict(
-        phantom_train_cases=2,
-        structures=structures,
-        spacing_mm=(3.0, 3.0, 3.0),
-        window_hu=(-125.0, 275.0),
-        patch_size=(48, 48, 32),
-        augment=False,
-        samples_per_epoch=40,
-    )
-    data = SegmentationDataModule(lesion_bank=str(tmp_path / "bank"), fresh_lesion_fraction=0.25, **common)
+    data = _fresh_lesion_data(tmp_path, fresh_lesion_fraction=0.25, samples_per_epoch=40)
     data.setup("fit")
     dataset = data.train_dataloader().dataset
     with_lesion = sum(bool(np.isin(dataset[i]["label"].numpy(), [6, 7]).any()) for i in range(40))
     assert 3 <= with_lesion <= 20  # about a quarter
     with pytest.raises(ValueError, match="lesion_bank"):
-        plain = SegmentationDataModule(fresh_lesion_fraction=0.5, **common)
+        plain = _fresh_lesion_data(tmp_path, lesion_bank=None, fresh_lesion_fraction=0.5)
         plain.setup("fit")
         plain.train_dataloader()
 
