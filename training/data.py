@@ -153,6 +153,7 @@ def lesion_insertion(hp, structures: Sequence[str]) -> tuple[ShapeBank, Insertio
         kidney_labels=tuple(value[k] for k in ("kidney_right", "kidney_left") if k in value),
         tumor_label=value["renal_tumor"],
         cyst_label=value["renal_cyst"],
+        cyst_probability=float(hp.lesion_cyst_probability),
     )
     return ShapeBank.load(_bank_path(hp.lesion_bank)), spec
 
@@ -313,6 +314,7 @@ class SegmentationDataModule(L.LightningDataModule):
             training case (and ``lesion_val_variants`` of each validation case) get one synthetic renal tumour or
             cyst (``training.synthetic_lesions``), labelled ``renal_tumor`` / ``renal_cyst`` (both must be among the
             structures). The originals stay: the network also sees tumour-free kidneys.
+        lesion_cyst_probability: share of the inserted lesions that are cysts (the rest are tumours).
         fresh_lesion_fraction: share of training patches centred on a lesion inserted for that patch alone
             (``FreshLesions``; needs lesion_bank); the rest are drawn as without it.
         class_weights: structure → how many times as often as another class a patch is centred on it (default 1;
@@ -335,6 +337,7 @@ class SegmentationDataModule(L.LightningDataModule):
         lesion_variants: int = 0,
         lesion_val_variants: int = 0,
         fresh_lesion_fraction: float = 0.0,
+        lesion_cyst_probability: float = 0.3,
         class_weights: dict[str, float] | None = None,
         structures: list[str] | None = None,
         spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),

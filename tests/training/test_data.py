@@ -185,6 +185,17 @@ def test_fresh_lesions_put_a_new_lesion_in_every_chosen_patch(tmp_path):
     assert sum(kidney_next_to_lesion) >= 5  # on a kidney's surface (a large lesion may hide a small kidney)
 
 
+def test_the_share_of_cysts_among_the_lesions_is_a_setting(tmp_path):
+    for share, kept, never in ((1.0, 7, 6), (0.0, 6, 7)):  # tumour 6, cyst 7
+        data = _fresh_lesion_data(
+            tmp_path, fresh_lesion_fraction=1.0, lesion_cyst_probability=share, samples_per_epoch=4
+        )
+        data.setup("fit")
+        dataset = data.train_dataloader().dataset
+        labels = [dataset[i]["label"].numpy() for i in range(4)]
+        assert all((a == kept).any() and not (a == never).any() for a in labels), share
+
+
 def test_fresh_lesions_leave_the_other_patches_alone(tmp_path):
     data = _fresh_lesion_data(tmp_path, fresh_lesion_fraction=0.25, samples_per_epoch=40)
     data.setup("fit")

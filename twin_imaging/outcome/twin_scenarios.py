@@ -176,9 +176,14 @@ def current_scenarios(summary) -> list[dict[str, Any]]:
         chosen = max(expert, key=lambda s: max(p.created_at for p in sources[s])) if expert else "model"
         if chosen not in sources:
             continue
-        latest: dict[tuple[str, str], Any] = {}  # the latest run where the same masks ran again (new inputs)
-        for p in sorted(sources[chosen], key=lambda p: (p.created_at, p.prediction_id)):
-            latest[(p.target, p.scenario)] = p
+        runs = sorted(sources[chosen], key=lambda p: (p.created_at, p.prediction_id))
+        # the latest run where the same masks ran again (new inputs), of the outcome model that ran last: a target
+        # an upgraded model no longer predicts must not linger beside the new model's rows
+        newest_model = (runs[-1].model_id, runs[-1].model_version)
+        latest: dict[tuple[str, str], Any] = {}
+        for p in runs:
+            if (p.model_id, p.model_version) == newest_model:
+                latest[(p.target, p.scenario)] = p
         rows = list(latest.values())
         found.append(
             {
