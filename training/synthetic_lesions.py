@@ -7,8 +7,11 @@ gets copies with one lesion inserted:
 
 - **shape**: a KiTS tumour or cyst component of at most 250 mL, rotated at random about every axis and scaled by
   0.8-1.25, on the model grid (``ShapeBank``, built once by ``python -m training.prepare_kits_shapes``);
-- **place**: centred on a random surface voxel of a random kidney, so it is partly exophytic, as most renal masses
-  are; it takes the kidney and the fat around it, never another organ;
+- **place**: centred inside a random kidney at a random depth (0-60 % of the lesion's radius below the surface), so
+  that it is from half exophytic to mostly endophytic, as renal masses are; it takes the kidney and the fat around
+  it (unlabelled voxels under -20 HU), never another organ or unlabelled soft tissue (muscle, bowel, the renal
+  pelvis and vessels, which BTCV leaves unlabelled): a mass painted over muscle would look like muscle and teach the
+  network that muscle beside a kidney is tumour. Parts cut off from the kidney by that rule are dropped;
 - **appearance** (portal-venous, as BTCV): a tumour is heterogeneous and enhances less than the cortex (mean
   35-130 HU, from hypo-enhancing papillary to clear-cell tumours; correlated texture of 8-20 HU, a hypodense
   necrotic core in 40 % of those over 4 cm); a cyst is homogeneous near water (0-20 HU); both get the patch's noise
@@ -33,6 +36,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 BANK_SPACING_MM = 1.5  # isotropic grid of the stored shapes
+FAT_MAX_HU = -20.0  # unlabelled voxels below this are fat a mass may grow into; above it, soft tissue it may not
 
 
 @dataclass(frozen=True)
@@ -128,15 +132,19 @@ def insert_lesion(
     if not present:
         return None
     kidney_value = int(rng.choice(present))
-    kidney_box = _grown(_bounding_box(kidneys[kidney_value]), 1, labels.shape)
-    kidney_local = labels[kidney_box] == kidney_value
-    surface = kidney_local & ~ndimage.binary_erosion(kidney_local)
-    candidates = np.argwhere(surface)
-    centre = candidates[rng.integers(len(candidates))] + np.array([b.start for b in kidney_box])
     kind = "cyst" if rng.random() < spec.cyst_probability and bank.by_kind["cyst"] else "tumor"
     choices = [s for s in bank.by_kind[kind] if s.volume_ml <= spec.max_volume_ml] or bank.by_kind[kind]
     shape = choices[rng.integers(len(choices))]
     mask = shape_on_grid(shape, spec.spacing_mm, rng, scale=float(rng.uniform(0.8, 1.25)))
+    kidney_box = _grown(_bounding_box(kidneys[kidney_value]), 1, labels.shape)
+    kidney_local = labels[kidney_box] == kidney_value
+    depth_mm = ndimage.distance_transform_edt(kidney_local, sampling=spec.spacing_mm)
+    radius_mm = (mask.sum() * float(np.prod(spec.spacing_mm)) * 3.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    target_mm = rng.uniform(0.0, 0.6) * radius_mm
+    # the kidney voxels nearest that depth (a shell; a thin kidney has no deep voxels: its deepest ones)
+    reachable = min(target_mm, float(depth_mm.max()))
+    candidates = np.argwhere(kidney_local & (np.abs(depth_mm - reachable) <= max(spec.spacing_mm)))
+    centre = candidates[rng.integers(len(candidates))] + np.array([b.start for b in kidney_box])
     start = centre - np.asarray(mask.shape) // 2
     placed_box = tuple(
         slice(max(int(a), 0), min(int(a) + n, size)) for a, n, size in zip(start, mask.shape, labels.shape, strict=True)
@@ -148,11 +156,15 @@ def insert_lesion(
     origin = np.array([b.start for b in box])
     local_labels = labels[box]
     lesion = _placed(mask, centre - origin, local_labels.shape)
-    lesion &= (local_labels == 0) | (local_labels == kidney_value)  # kidney and the fat around it, no other organ
     low, high = spec.window_hu
     width = high - low
     local_image = image[box]
-    lesion &= local_image > (-500.0 - low) / width  # not into air (bowel gas, outside the body)
+    in_kidney = local_labels == kidney_value
+    fat = (local_labels == 0) & (local_image < (FAT_MAX_HU - low) / width)  # (air is below the window too: rare)
+    lesion &= in_kidney | fat
+    # what the rule cut off from the part in the kidney goes (a mass grows from the kidney)
+    parts, _ = ndimage.label(lesion)
+    lesion = np.isin(parts, np.unique(parts[lesion & in_kidney])) & (parts > 0)
     if lesion.sum() < 3:
         return None
     hu = _lesion_hu(lesion, kind, spec.spacing_mm, rng)

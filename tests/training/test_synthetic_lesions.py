@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from tests.conftest import shared_file
 from training.data import phantom_case, preprocessing_spec
@@ -71,6 +72,25 @@ def test_an_inserted_lesion_sits_on_a_kidney_and_looks_its_kind(kind):
 
     near = ndimage.binary_dilation(lesion, structure=np.ones((3, 3, 3)), iterations=2)  # the partial-volume edge
     assert np.array_equal(out_image[~near], image[~near])  # the rest of the case is untouched
+
+
+def test_a_lesion_grows_from_inside_a_kidney_into_fat_but_never_into_unlabelled_soft_tissue():
+    case = phantom_case(0, seed=1, spec=preprocessing_spec((3.0, 3.0, 3.0), WINDOW), structures=STRUCTURES)
+    image, labels = case.image[0], case.labels[0]
+    kidneys = np.isin(labels, [3, 4])
+    spec = InsertionSpec(**{**SPEC.__dict__, "cyst_probability": 0.0})
+    soft = image.copy()
+    soft[labels == 0] = (50.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])  # muscle and bowel everywhere around
+    inside_share = []
+    for seed in range(8):
+        _, out_labels, _ = insert_lesion(soft, labels, _bank(), spec, np.random.default_rng(seed))
+        lesion = out_labels == 6
+        assert lesion.any() and kidneys[lesion].all()  # no unlabelled soft tissue taken
+        out = insert_lesion(image, labels, _bank(), spec, np.random.default_rng(seed))  # the phantom's fat (-60 HU)
+        lesion = out[1] == 6
+        assert ndimage.label(lesion)[1] == 1  # one piece, grown from the kidney
+        inside_share.append(kidneys[lesion].mean())
+    assert max(inside_share) > 0.5 and min(inside_share) < 1.0  # mostly endophytic ones and exophytic ones
 
 
 def test_no_kidney_no_lesion():
