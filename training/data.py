@@ -154,6 +154,7 @@ def lesion_insertion(hp, structures: Sequence[str]) -> tuple[ShapeBank, Insertio
         tumor_label=value["renal_tumor"],
         cyst_label=value["renal_cyst"],
         cyst_probability=float(hp.lesion_cyst_probability),
+        mass_effect=tuple(float(v) for v in hp.lesion_mass_effect),
     )
     return ShapeBank.load(_bank_path(hp.lesion_bank)), spec
 
@@ -315,6 +316,7 @@ class SegmentationDataModule(L.LightningDataModule):
             cyst (``training.synthetic_lesions``), labelled ``renal_tumor`` / ``renal_cyst`` (both must be among the
             structures). The originals stay: the network also sees tumour-free kidneys.
         lesion_cyst_probability: share of the inserted lesions that are cysts (the rest are tumours).
+        lesion_mass_effect: range of the push strength of the lesions' mass effect (``InsertionSpec.mass_effect``).
         fresh_lesion_fraction: share of training patches centred on a lesion inserted for that patch alone
             (``FreshLesions``; needs lesion_bank); the rest are drawn as without it.
         class_weights: structure → how many times as often as another class a patch is centred on it (default 1;
@@ -338,6 +340,7 @@ class SegmentationDataModule(L.LightningDataModule):
         lesion_val_variants: int = 0,
         fresh_lesion_fraction: float = 0.0,
         lesion_cyst_probability: float = 0.3,
+        lesion_mass_effect: tuple[float, float] = (0.0, 0.0),
         class_weights: dict[str, float] | None = None,
         structures: list[str] | None = None,
         spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0),

@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bank", type=Path, default=settings.prepared_data_dir / "kits_shapes")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--mass-effect",
+        type=float,
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("LOW", "HIGH"),
+        help="push strength range of the mass effect (training.synthetic_lesions.InsertionSpec.mass_effect)",
+    )
     args = parser.parse_args(argv)
     out = args.out or settings.prepared_data_dir / f"btcv_lesions_fold{args.fold}"
     datalist = read_datalist(args.datalist)
@@ -56,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             kidney_labels=kidneys,
             tumor_label=TUMOR_LABEL,
             cyst_label=CYST_LABEL,
+            mass_effect=tuple(args.mass_effect),
         )
         windowed = np.clip((np.asarray(image.array, np.float32) - WINDOW_HU[0]) / (WINDOW_HU[1] - WINDOW_HU[0]), 0, 1)
         rng = np.random.default_rng([args.seed, index])

@@ -20,7 +20,10 @@ gets copies with one lesion inserted:
 - **how often**: drawn afresh for a share of the training patches (``training.data.FreshLesions``), and once per
   case for fixed validation and test copies (``training.synthetic_lesion_set``).
 
-Not modelled: mass effect (the kidney is not pushed aside), calcification, the fat of angiomyolipomas, renal-vein
+- **mass effect** (optional, ``InsertionSpec.mass_effect``): the tissue around the lesion is pushed outward first,
+  so that the kidney's outline bulges over it.
+
+Not modelled: calcification, the fat of angiomyolipomas, renal-vein
 invasion. Dice on such insertions is not Dice on real tumours: the model card says which is which.
 """
 
@@ -114,6 +117,10 @@ class InsertionSpec:
     tumor_label: int
     cyst_label: int
     cyst_probability: float = 0.3
+    # push strength (range, drawn per lesion) of the mass effect: the tissue around the lesion is moved outward by
+    # strength x its radius at the lesion's edge (``_pushed``), so the kidney's outline bulges as over a real mass;
+    # (0, 0): none
+    mass_effect: tuple[float, float] = (0.0, 0.0)
     # KiTS holds tumours up to about 1 L; inserted without mass effect, such a mass would only be clipped by the
     # organs around it, so shapes larger than this are not drawn (T1-T2 tumours, where partial vs radical is asked)
     max_volume_ml: float = 250.0
@@ -151,14 +158,19 @@ def insert_lesion(
     )
     if any(b.stop <= b.start for b in placed_box):
         return None
-    # 3 voxels around it: the partial-volume edge (2) and the noise estimate's own neighbours (1)
-    box = _grown(placed_box, 3, labels.shape)
+    # 3 voxels around it: the partial-volume edge (2) and the noise estimate's own neighbours (1); with a mass
+    # effect, as far again as the push reaches (it fades out by 1.5 radii beyond the edge)
+    strength = float(rng.uniform(*spec.mass_effect)) if max(spec.mass_effect) > 0 else 0.0
+    reach = int(np.ceil(1.5 * radius_mm / min(spec.spacing_mm))) if strength else 0
+    box = _grown(placed_box, 3 + reach, labels.shape)
     origin = np.array([b.start for b in box])
     local_labels = labels[box]
+    local_image = image[box]
+    if strength:
+        local_image, local_labels = _pushed(local_image, local_labels, centre - origin, radius_mm, strength, spec)
     lesion = _placed(mask, centre - origin, local_labels.shape)
     low, high = spec.window_hu
     width = high - low
-    local_image = image[box]
     in_kidney = local_labels == kidney_value
     fat = (local_labels == 0) & (local_image < (FAT_MAX_HU - low) / width)  # (air is below the window too: rare)
     lesion &= in_kidney | fat
@@ -175,6 +187,7 @@ def insert_lesion(
     out_image = image.copy()
     out_image[box] = (local_image * (1.0 - soft) + target * soft).astype(image.dtype)
     out_labels = labels.copy()
+    out_labels[box] = local_labels
     out_labels[box][lesion] = spec.cyst_label if kind == "cyst" else spec.tumor_label
     found = np.argwhere(lesion)
     info = {
@@ -186,6 +199,29 @@ def insert_lesion(
         "box": [[int(a), int(b)] for a, b in zip(found.min(0) + origin, found.max(0) + origin + 1, strict=True)],
     }
     return out_image, out_labels, info
+
+
+def _pushed(
+    image: np.ndarray, labels: np.ndarray, centre, radius_mm: float, strength: float, spec: InsertionSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels) with the tissue pushed away from ``centre`` (voxel coordinates) as a growing mass pushes it.
+
+    What lies at r mm from the centre is shown at r + push: the source of an output voxel at r is r - strength * R *
+    g(r), g = r / R inside the radius R and exp(-3 ((r - R) / R)^2) beyond, a monotonic map (no folding for strength
+    < 1) that is continuous at R and fades to nothing by 2.5 R. Image resampled linearly, labels nearest. Written here:
+    scipy has the resampling (``map_coordinates``), not a radial mass-effect field."""
+    spacing = np.asarray(spec.spacing_mm, np.float32).reshape(3, 1, 1, 1)
+    centre = np.asarray(centre, np.float32).reshape(3, 1, 1, 1)
+    offset_mm = (np.indices(image.shape, dtype=np.float32) - centre) * spacing
+    r = np.sqrt((offset_mm**2).sum(axis=0))
+    g = np.where(r < radius_mm, r / radius_mm, np.exp(-3.0 * ((r - radius_mm) / radius_mm) ** 2))
+    scale = np.where(r > 0, (r - strength * radius_mm * g) / np.maximum(r, 1e-6), 1.0)
+    reached = r < 2.5 * radius_mm  # beyond, the push is under 0.1 % of R: left exactly as it was
+    source = (centre + offset_mm * scale / spacing)[:, reached]
+    pushed_image, pushed_labels = image.copy(), labels.copy()
+    pushed_image[reached] = ndimage.map_coordinates(image, source, order=1, mode="nearest")
+    pushed_labels[reached] = ndimage.map_coordinates(labels, source, order=0, mode="nearest")
+    return pushed_image, pushed_labels
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:

@@ -93,6 +93,25 @@ def test_a_lesion_grows_from_inside_a_kidney_into_fat_but_never_into_unlabelled_
     assert max(inside_share) > 0.5 and min(inside_share) < 1.0  # mostly endophytic ones and exophytic ones
 
 
+def test_a_mass_effect_pushes_the_kidney_outward_around_the_lesion_and_nothing_beyond_its_reach():
+    case = phantom_case(0, seed=1, spec=preprocessing_spec((3.0, 3.0, 3.0), WINDOW), structures=STRUCTURES)
+    image, labels = case.image[0], case.labels[0]
+    spread = {}
+    for strength in (0.0, 0.4):
+        spec = InsertionSpec(**{**SPEC.__dict__, "cyst_probability": 0.0, "mass_effect": (strength, strength)})
+        out_image, out_labels, info = insert_lesion(image, labels, _bank(), spec, np.random.default_rng(4))
+        lesion = out_labels == 6
+        moved = (out_labels != labels) & ~lesion
+        assert moved.any() == (strength > 0)  # without a push, only the lesion's own voxels change
+        centre = np.argwhere(lesion).mean(axis=0)
+        spread[strength] = np.isin(out_labels, [info["kidney_label"], 6]).sum()  # kidney and mass together
+        radius_voxels = (info["voxels"] * 3 / (4 * np.pi)) ** (1 / 3)  # 3 mm isotropic
+        distance = np.sqrt(((np.indices(lesion.shape) - centre.reshape(3, 1, 1, 1)) ** 2).sum(axis=0))
+        far = distance > 2.5 * radius_voxels + 6
+        assert np.array_equal(out_labels[far], labels[far]) and np.array_equal(out_image[far], image[far])
+    assert spread[0.4] > 1.05 * spread[0.0]  # the kidney bulges over the mass: it and the mass take more room
+
+
 def test_no_kidney_no_lesion():
     image = np.zeros((20, 20, 20), np.float32)
     labels = np.zeros((20, 20, 20), np.uint8)
