@@ -125,12 +125,20 @@ class InsertionSpec:
     # organs around it, so shapes larger than this are not drawn (T1-T2 tumours, where partial vs radical is asked)
     max_volume_ml: float = 250.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cyst_probability <= 1.0:
+            raise ValueError(f"cyst_probability is a probability (0-1), not {self.cyst_probability}")
+        low, high = self.mass_effect
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(f"mass_effect must be a range within [0, 1) (1 or more folds the tissue), not {low, high}")
+
 
 def insert_lesion(
     image: np.ndarray, labels: np.ndarray, bank: ShapeBank, spec: InsertionSpec, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """A copy of (image, labels) (windowed [0, 1], model labels; both (X, Y, Z)) with one lesion, and what was
-    inserted (``info["box"]``: the lesion's bounding box, [start, stop) per axis); None where the case has no kidney.
+    inserted (``info["box"]``: the lesion's bounding box, [start, stop) per axis); None where the case has no kidney
+    or too little of the lesion (under 3 voxels) finds kidney and fat to take.
 
     Only a box around the lesion is computed on (the rest is copied), so that a lesion can be drawn afresh for every
     training patch: about 0.05 s on a 3 mm abdomen."""
@@ -161,7 +169,7 @@ def insert_lesion(
     # 3 voxels around it: the partial-volume edge (2) and the noise estimate's own neighbours (1); with a mass
     # effect, as far again as the push reaches (it fades out by 1.5 radii beyond the edge)
     strength = float(rng.uniform(*spec.mass_effect)) if max(spec.mass_effect) > 0 else 0.0
-    reach = int(np.ceil(1.5 * radius_mm / min(spec.spacing_mm))) if strength else 0
+    reach = np.ceil(1.5 * radius_mm / np.asarray(spec.spacing_mm)).astype(int) if strength else 0  # per axis
     box = _grown(placed_box, 3 + reach, labels.shape)
     origin = np.array([b.start for b in box])
     local_labels = labels[box]
@@ -172,11 +180,12 @@ def insert_lesion(
     low, high = spec.window_hu
     width = high - low
     in_kidney = local_labels == kidney_value
-    fat = (local_labels == 0) & (local_image < (FAT_MAX_HU - low) / width)  # (air is below the window too: rare)
+    # fat by its local mean, so that noise does not punch holes (air is below the window too: rare)
+    fat = (local_labels == 0) & (ndimage.uniform_filter(local_image, size=3) < (FAT_MAX_HU - low) / width)
     lesion &= in_kidney | fat
-    # what the rule cut off from the part in the kidney goes (a mass grows from the kidney)
+    # what the rule cut off from the part in the kidney goes (a mass grows from the kidney); enclosed holes filled
     parts, _ = ndimage.label(lesion)
-    lesion = np.isin(parts, np.unique(parts[lesion & in_kidney])) & (parts > 0)
+    lesion = ndimage.binary_fill_holes(np.isin(parts, np.unique(parts[lesion & in_kidney])))
     if lesion.sum() < 3:
         return None
     hu = _lesion_hu(lesion, kind, spec.spacing_mm, rng)
@@ -216,10 +225,14 @@ def _pushed(
     r = np.sqrt((offset_mm**2).sum(axis=0))
     g = np.where(r < radius_mm, r / radius_mm, np.exp(-3.0 * ((r - radius_mm) / radius_mm) ** 2))
     scale = np.where(r > 0, (r - strength * radius_mm * g) / np.maximum(r, 1e-6), 1.0)
-    reached = r < 2.5 * radius_mm  # beyond, the push is under 0.1 % of R: left exactly as it was
+    reached = r < 2.5 * radius_mm  # beyond, the push is under 0.2 % of strength x R: left exactly as it was
     source = (centre + offset_mm * scale / spacing)[:, reached]
     pushed_image, pushed_labels = image.copy(), labels.copy()
-    pushed_image[reached] = ndimage.map_coordinates(image, source, order=1, mode="nearest")
+    # the anatomy moves, the noise stays: resampling the noise at fractional positions would smooth it into a
+    # halo of calm tissue around every lesion, a cue real CT does not give
+    smooth = ndimage.uniform_filter(image, size=3)
+    moved = ndimage.map_coordinates(smooth, source, order=1, mode="nearest") + (image - smooth)[reached]
+    pushed_image[reached] = np.clip(moved, 0.0, 1.0)
     pushed_labels[reached] = ndimage.map_coordinates(labels, source, order=0, mode="nearest")
     return pushed_image, pushed_labels
 
@@ -233,8 +246,12 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _grown(box: tuple[slice, ...], margin: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
-    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, shape, strict=True))
+def _grown(box: tuple[slice, ...], margin, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown by ``margin`` voxels (one number, or one per axis), clipped to ``shape``."""
+    margins = np.broadcast_to(np.asarray(margin, dtype=int), (len(box),))
+    return tuple(
+        slice(max(b.start - int(m), 0), min(b.stop + int(m), n)) for b, m, n in zip(box, margins, shape, strict=True)
+    )
 
 
 def _placed(mask: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

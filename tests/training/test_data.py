@@ -182,7 +182,7 @@ def test_fresh_lesions_put_a_new_lesion_in_every_chosen_patch(tmp_path):
     assert all(n > 0 for n in lesion_voxels)
     assert len(set(lesion_voxels)) > 1  # drawn afresh: not the same lesion again
     kidney_next_to_lesion = [np.isin(p["label"].numpy(), [3, 4]).any() for p in patches]
-    assert sum(kidney_next_to_lesion) >= 5  # on a kidney's surface (a large lesion may hide a small kidney)
+    assert sum(kidney_next_to_lesion) >= 5  # grown from a kidney (a large lesion may hide a small one)
 
 
 def test_the_share_of_cysts_among_the_lesions_is_a_setting(tmp_path):

@@ -1,5 +1,6 @@
-"""Synthetic renal lesions: shapes keep their volume on the model grid, an insertion labels a lesion at a kidney's
-surface with tumour-like or cyst-like values, never over another organ, and leaves the rest of the case alone."""
+"""Synthetic renal lesions: shapes keep their volume on the model grid, an insertion labels a lesion grown from inside
+a kidney into fat with tumour-like or cyst-like values, never over another organ or unlabelled soft tissue, pushes
+the tissue aside where asked, and leaves the rest of the case alone."""
 
 from __future__ import annotations
 
@@ -68,8 +69,6 @@ def test_an_inserted_lesion_sits_on_a_kidney_and_looks_its_kind(kind):
         assert 25 < np.median(hu) < 150 and hu.std() > 5  # enhancing less than the kidney, heterogeneous
     kidney_hu = image[labels == info["kidney_label"]] * (WINDOW[1] - WINDOW[0]) + WINDOW[0]
     assert np.median(hu) < np.median(kidney_hu) - 20
-    from scipy import ndimage
-
     near = ndimage.binary_dilation(lesion, structure=np.ones((3, 3, 3)), iterations=2)  # the partial-volume edge
     assert np.array_equal(out_image[~near], image[~near])  # the rest of the case is untouched
 
@@ -110,6 +109,34 @@ def test_a_mass_effect_pushes_the_kidney_outward_around_the_lesion_and_nothing_b
         far = distance > 2.5 * radius_voxels + 6
         assert np.array_equal(out_labels[far], labels[far]) and np.array_equal(out_image[far], image[far])
     assert spread[0.4] > 1.05 * spread[0.0]  # the kidney bulges over the mass: it and the mass take more room
+
+
+def test_a_pushed_neighbourhood_keeps_its_noise_and_a_lesion_has_no_holes():
+    case = phantom_case(0, seed=1, spec=preprocessing_spec((3.0, 3.0, 3.0), WINDOW), structures=STRUCTURES)
+    image, labels = case.image[0], case.labels[0]
+    spec = InsertionSpec(**{**SPEC.__dict__, "cyst_probability": 0.0, "mass_effect": (0.4, 0.4)})
+    checked = 0
+    for seed in range(4):
+        out_image, out_labels, info = insert_lesion(image, labels, _bank(), spec, np.random.default_rng(seed))
+        lesion = out_labels == 6
+        assert np.array_equal(ndimage.binary_fill_holes(lesion), lesion)
+        kidney = info["kidney_label"]
+        ring = (out_labels == kidney) & ~ndimage.binary_dilation(lesion, iterations=2)
+        ring &= ndimage.binary_dilation(lesion, iterations=6)  # the kidney tissue the push moved
+        if ring.sum() < 50:
+            continue
+        detail = out_image - ndimage.uniform_filter(out_image, size=3)
+        before = image - ndimage.uniform_filter(image, size=3)
+        assert detail[ring].std() > 0.8 * before[labels == kidney].std()  # not smoothed into a calm halo
+        checked += 1
+    assert checked
+
+
+def test_the_insertion_refuses_settings_that_fold_tissue_or_are_no_probability():
+    with pytest.raises(ValueError, match="mass_effect"):
+        InsertionSpec(**{**SPEC.__dict__, "mass_effect": (0.5, 1.2)})
+    with pytest.raises(ValueError, match="cyst_probability"):
+        InsertionSpec(**{**SPEC.__dict__, "cyst_probability": 1.5})
 
 
 def test_no_kidney_no_lesion():

@@ -132,7 +132,12 @@ def _same_predictions(records, current: dict[str, Any]) -> bool:
 
     before = {(p["target"], p["scenario"]): point(p) for p in current["predictions"]}
     now = {(r.target, r.scenario): r.probability if r.probability is not None else r.value for r in records}
-    if not now.keys() <= before.keys() or sorted({i for r in records for i in r.imputed}) != current["imputed"]:
+    models_before = {p["model"] for p in current["predictions"]}
+    models_now = {f"{r.model_id} {r.model_version}" for r in records}
+    # another outcome model, or another set of targets (one an upgrade dropped), is a change worth recording
+    if now.keys() != before.keys() or models_now != models_before:
+        return False
+    if sorted({i for r in records for i in r.imputed}) != current["imputed"]:
         return False
     # 1e-6: the masks read back from the stored NIfTI (float32 affine) move the kidney features by ~1e-8
     return all(abs(before[k] - now[k]) <= 1e-6 * max(1.0, abs(now[k])) for k in now)
