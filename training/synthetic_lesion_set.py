@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.synthetic_lesions import InsertionSpec, ShapeBank, insert_lesion
+from training.synthetic_lesions import InsertionSpec, ShapeBank, check_mass_effect, insert_lesion
 from twin_imaging.datalist import read_datalist
 from twin_imaging.io import read_image
 from twin_imaging.io.nifti import write_nifti
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         help="push strength range of the mass effect (training.synthetic_lesions.InsertionSpec.mass_effect)",
     )
     args = parser.parse_args(argv)
+    try:
+        check_mass_effect(*args.mass_effect)  # said before any case is read
+    except ValueError as exc:
+        parser.error(f"--mass-effect: {exc}")
     out = args.out or settings.prepared_data_dir / f"btcv_lesions_fold{args.fold}"
     datalist = read_datalist(args.datalist)
     source = json.loads(args.datalist.read_text())

@@ -17,14 +17,13 @@ gets copies with one lesion inserted:
   necrotic core in 40 % of those over 4 cm); a cyst is homogeneous near water (0-20 HU); both get the patch's noise
   back and a one-voxel partial-volume edge. The contrast phase simulation (``training.augment``) then moves them
   with the other structures;
+- **mass effect** (optional, ``InsertionSpec.mass_effect``): the tissue around the lesion is pushed outward first,
+  so that the kidney's outline bulges over it;
 - **how often**: drawn afresh for a share of the training patches (``training.data.FreshLesions``), and once per
   case for fixed validation and test copies (``training.synthetic_lesion_set``).
 
-- **mass effect** (optional, ``InsertionSpec.mass_effect``): the tissue around the lesion is pushed outward first,
-  so that the kidney's outline bulges over it.
-
-Not modelled: calcification, the fat of angiomyolipomas, renal-vein
-invasion. Dice on such insertions is not Dice on real tumours: the model card says which is which.
+Not modelled: calcification, the fat of angiomyolipomas, renal-vein invasion. Dice on such insertions is not Dice on
+real tumours: the model card says which is which.
 """
 
 from __future__ import annotations
@@ -128,9 +127,13 @@ class InsertionSpec:
     def __post_init__(self) -> None:
         if not 0.0 <= self.cyst_probability <= 1.0:
             raise ValueError(f"cyst_probability is a probability (0-1), not {self.cyst_probability}")
-        low, high = self.mass_effect
-        if not 0.0 <= low <= high < 1.0:
-            raise ValueError(f"mass_effect must be a range within [0, 1) (1 or more folds the tissue), not {low, high}")
+        check_mass_effect(*self.mass_effect)
+
+
+def check_mass_effect(low: float, high: float) -> None:
+    """Refuse a push-strength range outside [0, 1): a strength of 1 or more folds the tissue."""
+    if not 0.0 <= low <= high < 1.0:
+        raise ValueError(f"mass_effect must be a range within [0, 1) (1 or more folds the tissue), not {low, high}")
 
 
 def insert_lesion(
@@ -168,6 +171,7 @@ def insert_lesion(
         return None
     # 3 voxels around it: the partial-volume edge (2) and the noise estimate's own neighbours (1); with a mass
     # effect, as far again as the push reaches (it fades out by 1.5 radii beyond the edge)
+    # (no draw without a mass effect: the random stream, and so every lesion of a seed, stays as it was)
     strength = float(rng.uniform(*spec.mass_effect)) if max(spec.mass_effect) > 0 else 0.0
     reach = np.ceil(1.5 * radius_mm / np.asarray(spec.spacing_mm)).astype(int) if strength else 0  # per axis
     box = _grown(placed_box, 3 + reach, labels.shape)

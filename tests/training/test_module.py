@@ -71,10 +71,11 @@ def test_every_recipes_card_words_read_cleanly():
 
     from training.module import read_card_words
 
-    configs = sorted(Path("training/configs").glob("*.yaml"))
+    repo = Path(__file__).resolve().parents[2]
+    configs = sorted((repo / "training" / "configs").glob("*.yaml"))
     named = [c for c in configs if (yaml.safe_load(c.read_text()) or {}).get("model", {}).get("card_file")]
     assert any(c.name == "renal_masses.yaml" for c in named)
     for config in named:
         card_file = yaml.safe_load(config.read_text())["model"]["card_file"]
-        words = read_card_words(card_file)
+        words = read_card_words(str(repo / card_file))
         assert words["title"], config

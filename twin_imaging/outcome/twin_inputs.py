@@ -79,10 +79,8 @@ class NotPreoperativeError(ValueError):
 def is_scenario_input(code: str) -> bool:
     """Whether an observation code feeds the surgical scenarios (eGFR, creatinine, BMI, weight, height, a
     comorbidity): only these rerun them when they arrive."""
-    return (
-        code in EGFR_CODES
-        or code in (CREATININE_MG_DL, CREATININE_UMOL_L, BMI_CODE, WEIGHT_CODE, HEIGHT_CODE)
-        or (code in COMORBIDITY_CODES)
+    return code in (*EGFR_CODES, CREATININE_MG_DL, CREATININE_UMOL_L, BMI_CODE, WEIGHT_CODE, HEIGHT_CODE) or (
+        code in COMORBIDITY_CODES
     )
 
 
