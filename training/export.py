@@ -133,7 +133,12 @@ def build_card(
     hp = module.hparams
     words = dict(card_words)
     table = read_structure_table(hp.structure_table) if hp.structure_table else BUILTIN_STRUCTURES
-    structures = structure_specs(hp.structures, table, keep_largest_component=hp.keep_largest_component or ())
+    structures = structure_specs(
+        hp.structures,
+        table,
+        keep_largest_component=hp.keep_largest_component or (),
+        attached_to=hp.attached_to,
+    )
     data = tuple(DatasetReference(**entry) for entry in words.pop("training_data", []))
     published = tuple(PublishedResult(**entry) for entry in words.pop("published_comparison", []))
     card = ModelCard(

@@ -33,6 +33,7 @@ class SegmentationModule(L.LightningModule):
     patch_size: training patch and sliding-window size, in voxels; multiples of the network's factor.
     network, network_kwargs: ``unet``, ``segresnet``, ``dynunet`` or ``swinunetr`` and its MONAI arguments.
     keep_largest_component: structures whose post-processing keeps the largest connected component.
+    attached_to: structure → structures its components must touch to be kept (renal masses → the kidneys).
     structure_table: SNOMED mapping CSV for the card; default: the built-in table of abdominal structures.
     init_weights: a checkpoint whose network weights start this run (e.g. the standard-split model, to be trained
         further on all cases); used only when the run starts at step 0, never on resume. Optimiser state is not taken.
@@ -59,6 +60,7 @@ class SegmentationModule(L.LightningModule):
         overlap: float = 0.25,
         sw_batch_size: int = 2,
         keep_largest_component: list[str] | None = None,
+        attached_to: dict[str, list[str]] | None = None,
         structure_table: str | None = None,
         init_weights: str | None = None,
         card_file: str | None = None,
@@ -66,6 +68,10 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.card_words = read_card_words(card_file) if card_file else {}
+        named = set(keep_largest_component or ()) | set(attached_to or {})
+        named |= {anchor for anchors in (attached_to or {}).values() for anchor in anchors}
+        if named - set(structures):  # found now, not at export after hours of training
+            raise ValueError(f"post-processing names structures the model lacks: {sorted(named - set(structures))}")
         factor = divisible_by(network, network_kwargs)
         if any(p % factor for p in patch_size):
             raise ValueError(f"patch_size {patch_size} must be a multiple of {factor} for {network}")

@@ -1,10 +1,11 @@
-"""Post-processing of predicted label maps: keep the largest connected component of chosen labels."""
+"""Post-processing of predicted label maps: keep the largest connected component of chosen labels, and only the
+components of attached structures (renal masses) that touch their anchors (the kidneys)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from twin_imaging.inference.postprocess import keep_largest_components
+from twin_imaging.inference.postprocess import keep_attached_components, keep_largest_components
 
 
 def _two_blobs() -> np.ndarray:
@@ -75,3 +76,60 @@ def test_in_place_cleans_the_map_itself_and_a_copy_keeps_its_memory_order():
     same = keep_largest_components(labels, [1], in_place=True)
     assert same is labels and labels[12, 12, 12] == 0
     np.testing.assert_array_equal(same, copy)
+
+
+KIDNEY_RIGHT, KIDNEY_LEFT, TUMOUR, CYST, LIVER = 1, 2, 3, 4, 5
+RENAL_MASSES = {TUMOUR: (KIDNEY_RIGHT, KIDNEY_LEFT), CYST: (KIDNEY_RIGHT, KIDNEY_LEFT)}
+
+
+def _kidneys_and_masses() -> np.ndarray:
+    labels = np.zeros((40, 30, 30), dtype=np.uint8)
+    labels[2:12, 5:15, 5:20] = KIDNEY_RIGHT
+    labels[25:35, 5:15, 5:20] = KIDNEY_LEFT
+    labels[12:16, 8:12, 8:12] = TUMOUR  # grows from the right kidney's face
+    labels[16:18, 8:12, 8:12] = CYST  # touches that tumour only: stays with it
+    labels[21:24, 20:24, 20:24] = TUMOUR  # 5 voxels from any kidney: a false positive
+    labels[2:6, 25:28, 25:28] = CYST  # alone
+    labels[30:33, 15:17, 10:12] = TUMOUR  # on the left kidney's face (y 14 | 15)
+    labels[30:33, 20:25, 22:26] = LIVER
+    return labels
+
+
+def test_only_renal_masses_that_touch_a_kidney_stay():
+    labels = _kidneys_and_masses()
+    cleaned = keep_attached_components(labels, RENAL_MASSES)
+    assert (cleaned[12:16, 8:12, 8:12] == TUMOUR).all()
+    assert (cleaned[16:18, 8:12, 8:12] == CYST).all()  # through the tumour it touches
+    assert (cleaned[21:24, 20:24, 20:24] == 0).all()
+    assert (cleaned[2:6, 25:28, 25:28] == 0).all()
+    assert (cleaned[30:33, 15:17, 10:12] == TUMOUR).all()
+    # everything else untouched, and the input too
+    unchanged = (labels != TUMOUR) & (labels != CYST)
+    assert (cleaned[unchanged] == labels[unchanged]).all()
+    assert (labels[21:24, 20:24, 20:24] == TUMOUR).all()
+
+
+def test_a_diagonal_contact_counts_and_another_organ_does_not_anchor():
+    labels = np.zeros((10, 10, 10), dtype=np.uint8)
+    labels[2:4, 2:4, 2:4] = KIDNEY_LEFT
+    labels[4, 4, 4] = TUMOUR  # corner to corner with the kidney: 26-connected
+    labels[7:9, 7:9, 7:9] = LIVER
+    labels[6, 6, 6] = CYST  # corner to corner with the liver only
+    cleaned = keep_attached_components(labels, RENAL_MASSES)
+    assert cleaned[4, 4, 4] == TUMOUR
+    assert cleaned[6, 6, 6] == 0
+
+
+def test_masses_without_any_kidney_are_dropped_and_in_place_edits_the_map():
+    labels = np.zeros((10, 10, 10), dtype=np.uint8)
+    labels[2:5, 2:5, 2:5] = TUMOUR
+    labels[6:8, 6:8, 6:8] = LIVER
+    result = keep_attached_components(labels, RENAL_MASSES, in_place=True)
+    assert result is labels
+    assert not (labels == TUMOUR).any() and (labels == LIVER).sum() == 8
+
+
+def test_no_attached_voxels_leaves_the_map_as_it_is():
+    labels = _kidneys_and_masses()
+    labels[(labels == TUMOUR) | (labels == CYST)] = 0
+    assert np.array_equal(keep_attached_components(labels, RENAL_MASSES), labels)

@@ -174,6 +174,21 @@ def test_keep_largest_component_from_the_card(tmp_path, largest):
     assert np.count_nonzero(cleaned == 2) == 10 * 10 * 8
 
 
+def test_attached_structures_keep_only_components_touching_their_anchors(tmp_path):
+    volume = _blob_volume()
+    volume.array[20:22, 10:12, 6:10] = 400  # a bone bridge from the soft-tissue block (z 2:8) to the large bone
+    plain = segment_volume(volume, write_threshold_model_package(tmp_path / "plain")).labels.array
+    package = write_threshold_model_package(tmp_path / "attached", attached_to={"bone": ["soft_tissue"]})
+    assert package.card.structure("bone").attached_to == ("soft_tissue",)
+    cleaned = segment_volume(volume, package).labels.array
+
+    expected = plain.copy()
+    expected[30:32, 30:32, 14:16] = 0  # the bone blob far from any soft tissue goes
+    np.testing.assert_array_equal(cleaned, expected)
+    # the block (z 10:18, two slices above the soft tissue) stays through the bridge it touches
+    assert np.count_nonzero(cleaned == 2) == 10 * 10 * 8 + 2 * 2 * 4
+
+
 @pytest.mark.parametrize("damage", ["swapped", "truncated"])
 def test_changed_onnx_file_is_refused_before_a_session_is_built(tmp_path, monkeypatch, damage):
     package = write_threshold_model_package(tmp_path / "package")

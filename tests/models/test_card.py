@@ -122,6 +122,11 @@ def test_label_names_and_structure_lookup():
         ([make_structure(1, "liver"), make_structure(1, "spleen")], "labels and names must be unique"),
         ([make_structure(1, "liver"), make_structure(2, "liver")], "labels and names must be unique"),
         ([make_structure(1, "liver"), make_structure(4, "spleen")], r"label \(4\) is beyond the network's 4 classes"),
+        (
+            [make_structure(1, "liver"), make_structure(2, "renal_tumor", attached_to=["kidney_left"])],
+            r"renal_tumor is attached_to \['kidney_left'\]",
+        ),
+        ([make_structure(1, "liver", attached_to=["liver"])], "liver is attached_to liver"),
     ],
 )
 def test_card_refuses_bad_structure_sets(structures, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.models.test_card import make_card
+from tests.models.test_card import make_card, make_structure
 from twin_imaging.models.card_markdown import render_markdown_card, write_markdown_card
 
 SHA256 = "0123456789abcdef" * 4
@@ -34,6 +34,16 @@ def test_every_structure_appears_with_its_code_and_colour(card):
         assert f"rgb{tuple(s.color_rgb)}" in text
     assert "10002 Kidney Left (Left)" in text  # the laterality modifier
     assert "| 1 | liver |" in text and "largest component" in text
+
+
+def test_attachment_is_shown_as_post_processing():
+    structures = [
+        make_structure(1, "kidney_left", keep_largest_component=True),
+        make_structure(2, "renal_tumor", attached_to=["kidney_left"]),
+    ]
+    text = render_markdown_card(make_card(structures=structures))
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | renal_tumor |"))
+    assert row.endswith("| only where it touches kidney_left |")
 
 
 def test_every_evaluation_appears_with_formatted_metrics(card):

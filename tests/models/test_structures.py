@@ -147,3 +147,13 @@ def test_structure_specs_refuse_unknown_names():
 def test_structure_specs_refuse_keep_largest_component_for_structures_not_in_the_model():
     with pytest.raises(KeyError, match=r"lacks.*'spleen'"):
         structure_specs(["liver"], BUILTIN_STRUCTURES, keep_largest_component=["liver", "spleen"])
+
+
+def test_structure_specs_carry_attachments_and_refuse_unknown_ones():
+    names = ["kidney_right", "kidney_left", "renal_tumor"]
+    specs = structure_specs(names, BUILTIN_STRUCTURES, attached_to={"renal_tumor": ["kidney_right", "kidney_left"]})
+    assert [s.attached_to for s in specs] == [(), (), ("kidney_right", "kidney_left")]
+    with pytest.raises(KeyError, match=r"attached_to.*'liver'"):
+        structure_specs(names, BUILTIN_STRUCTURES, attached_to={"renal_tumor": ["liver"]})
+    with pytest.raises(KeyError, match=r"attached_to.*'renal_cyst'"):
+        structure_specs(names, BUILTIN_STRUCTURES, attached_to={"renal_cyst": ["kidney_left"]})

@@ -79,3 +79,15 @@ def test_every_recipes_card_words_read_cleanly():
         card_file = yaml.safe_load(config.read_text())["model"]["card_file"]
         words = read_card_words(str(repo / card_file))
         assert words["title"], config
+
+
+def test_post_processing_that_names_a_structure_the_model_lacks_is_refused_before_training():
+    with pytest.raises(ValueError, match=r"lacks: \['kidney_left'\]"):
+        SegmentationModule(
+            model_id="t",
+            structures=["liver", "renal_tumor"],
+            patch_size=(16, 16, 16),
+            network="unet",
+            network_kwargs=SMALL,
+            attached_to={"renal_tumor": ["kidney_left"]},
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -33,4 +33,32 @@ def keep_largest_components(labels: np.ndarray, label_values: Iterable[int], *, 
         sizes[0] = 0
         region = labels[box]
         region[(components != 0) & (components != int(np.argmax(sizes)))] = 0
+    return labels
+
+
+def keep_attached_components(
+    labels: np.ndarray, attachments: Mapping[int, Collection[int]], *, in_place: bool = False
+) -> np.ndarray:
+    """Drop each component of an attached structure that touches none of its anchors (26-connected).
+
+    ``attachments``: label value → the label values it must touch. Structures with the same anchors are judged
+    together, so that a cyst touching a tumour that touches the kidney stays. A structure whose anchors are all
+    absent loses every voxel: a renal mass is not reported without the kidney it grows from. (scipy's labelling on
+    the union of the group and its anchors does the work; no library offers this rule as such.)
+    """
+    if not in_place:
+        labels = labels.copy(order="K")
+    groups: dict[frozenset[int], list[int]] = {}
+    for value, anchors in attachments.items():
+        groups.setdefault(frozenset(int(a) for a in anchors), []).append(int(value))
+    for anchors, members in groups.items():
+        attached = np.isin(labels, members)
+        if not attached.any():
+            continue
+        anchored = np.isin(labels, list(anchors))
+        box = ndimage.find_objects((attached | anchored).view(np.uint8))[0]  # label only where they lie
+        attached, anchored = attached[box], anchored[box]
+        components, _ = ndimage.label(attached | anchored, structure=_FULL_CONNECTIVITY)
+        keep = np.unique(components[anchored])
+        labels[box][attached & ~np.isin(components, keep[keep != 0])] = 0
     return labels

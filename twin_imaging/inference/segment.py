@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twin_imaging.inference.input_gate import check_input_suitability
-from twin_imaging.inference.postprocess import keep_largest_components
+from twin_imaging.inference.postprocess import keep_attached_components, keep_largest_components
 from twin_imaging.inference.sessions import CPU_PROVIDER, choose_providers, create_session, run_session
 from twin_imaging.inference.sliding_window import sliding_window_predict
 from twin_imaging.models.package import ModelPackage
@@ -107,6 +107,12 @@ class Segmenter:
         start = time.perf_counter()
         largest = [s.label for s in self.card.structures if s.keep_largest_component]
         on_source = keep_largest_components(on_source, largest, in_place=True)  # a map of our own
+        labels_by_name = {s.name: s.label for s in self.card.structures}
+        attachments = {
+            s.label: [labels_by_name[a] for a in s.attached_to] for s in self.card.structures if s.attached_to
+        }
+        if attachments:  # after the largest components: a kidney's stray fragment anchors nothing
+            on_source = keep_attached_components(on_source, attachments, in_place=True)
         timings["postprocess"] = time.perf_counter() - start
 
         return SegmentationResult(

@@ -39,6 +39,11 @@ class StructureSpec(_Strict):
     keep_largest_component: bool = Field(
         default=False, description="post-processing: keep only the largest 3D connected component"
     )
+    attached_to: tuple[str, ...] = Field(
+        default=(),
+        description="post-processing: keep only the 3D connected components that touch one of these structures, "
+        "directly or through another structure attached to the same ones (a renal mass grows from a kidney)",
+    )
 
     @property
     def display_name(self) -> str:
@@ -199,6 +204,12 @@ class ModelCard(_Strict):
         names = [s.name for s in self.structures]
         if len(set(labels)) != len(labels) or len(set(names)) != len(names):
             raise ValueError("structure labels and names must be unique")
+        for spec in self.structures:
+            unknown = sorted(set(spec.attached_to) - set(names))
+            if unknown or spec.name in spec.attached_to:
+                raise ValueError(
+                    f"{spec.name} is attached_to {unknown or spec.name}: not another structure of the model"
+                )
         if max(labels, default=0) >= self.inference.num_classes:
             raise ValueError(
                 f"a structure label ({max(labels)}) is beyond the network's {self.inference.num_classes} classes"

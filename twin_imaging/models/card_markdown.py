@@ -35,7 +35,10 @@ def render_markdown_card(card: ModelCard) -> str:
     ]
     for s in card.structures:
         code = f"{s.type.value} {s.type.meaning}" + (f" ({s.type_modifier.meaning})" if s.type_modifier else "")
-        post = "largest component" if s.keep_largest_component else ""
+        post = ", ".join(
+            (["largest component"] if s.keep_largest_component else [])
+            + ([f"only where it touches {' or '.join(s.attached_to)}"] if s.attached_to else [])
+        )
         lines.append(f"| {s.label} | {s.name} | {code} | rgb{tuple(s.color_rgb)} | {post} |")
     p, i = card.preprocessing, card.inference
     lines += [

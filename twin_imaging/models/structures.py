@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from twin_imaging.models.card import CodedConcept, StructureSpec
@@ -78,9 +78,15 @@ def read_structure_table(path: str | os.PathLike) -> dict[str, dict]:
 
 
 def structure_specs(
-    names: Iterable[str], table: dict[str, dict], *, keep_largest_component: Iterable[str] = ()
+    names: Iterable[str],
+    table: dict[str, dict],
+    *,
+    keep_largest_component: Iterable[str] = (),
+    attached_to: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[StructureSpec, ...]:
-    """StructureSpecs labelled 1..N in the order of ``names``; every name must be in ``table``."""
+    """StructureSpecs labelled 1..N in the order of ``names``; every name must be in ``table``.
+
+    ``attached_to``: structure → the structures its components must touch (``StructureSpec.attached_to``)."""
     names = list(names)
     missing = [n for n in names if n not in table]
     if missing:
@@ -89,8 +95,18 @@ def structure_specs(
     unknown = largest - set(names)
     if unknown:
         raise KeyError(f"keep_largest_component names structures the model lacks: {sorted(unknown)}")
+    attached = {name: tuple(anchors) for name, anchors in (attached_to or {}).items()}
+    unknown = (set(attached) | {a for anchors in attached.values() for a in anchors}) - set(names)
+    if unknown:
+        raise KeyError(f"attached_to names structures the model lacks: {sorted(unknown)}")
     return tuple(
-        StructureSpec(label=label, name=name, keep_largest_component=name in largest, **table[name])
+        StructureSpec(
+            label=label,
+            name=name,
+            keep_largest_component=name in largest,
+            attached_to=attached.get(name, ()),
+            **table[name],
+        )
         for label, name in enumerate(names, start=1)
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,12 +61,14 @@ def write_threshold_model_package(
     window_hu: tuple[float, float] = (-250.0, 350.0),
     thresholds_hu: tuple[float, float] = (-30.0, 130.0),
     keep_largest_component: bool | Collection[str] = False,
+    attached_to: Mapping[str, Collection[str]] | None = None,
     model_id: str = "threshold_test",
 ) -> ModelPackage:
     """Write the threshold segmenter as a model package (card.json + ``{model_id}.onnx``) into ``folder``.
 
     ``keep_largest_component``: True for both structures, or the names of those that keep only their largest
-    component. The thresholds must lie strictly inside the window.
+    component. ``attached_to``: structure → the structures its components must touch (e.g. bone → soft tissue).
+    The thresholds must lie strictly inside the window.
     """
     low, high = _check_thresholds(thresholds_hu)
     window_min, window_max = (float(v) for v in window_hu)
@@ -100,6 +102,7 @@ def write_threshold_model_package(
                 type=concept,
                 color_rgb=colour,
                 keep_largest_component=name in largest,
+                attached_to=tuple((attached_to or {}).get(name, ())),
             )
             for label, (name, concept, colour) in THRESHOLD_STRUCTURES.items()
         ),
