@@ -23,7 +23,8 @@ from twin_imaging.twin.views import ObservationView, ProcedureView, TwinSummary
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
-EGFR_CODES = ("62238-1", "98979-8", "98980-6", "33914-3", "48642-3", "48643-1", "50044-7", "88293-6", "88294-4")
+EGFR_CKD_EPI_2021 = "98979-8"  # eGFR (CKD-EPI 2021, race-free): what a lab reports today
+EGFR_CODES = ("62238-1", EGFR_CKD_EPI_2021, "98980-6", "33914-3", "48642-3", "48643-1", "50044-7", "88293-6", "88294-4")
 CREATININE_MG_DL, CREATININE_UMOL_L = "2160-0", "14682-9"
 UMOL_PER_MG_CREATININE = 88.42  # µmol/L per mg/dL
 BMI_CODE = "39156-5"

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-EGFR_LOINC = "98979-8"
+from twin_imaging.outcome.twin_inputs import EGFR_CKD_EPI_2021
 
 
 def egfr_bundle(readings: Iterable[tuple[str, float]]) -> dict:
@@ -21,7 +21,7 @@ def egfr_bundle(readings: Iterable[tuple[str, float]]) -> dict:
                 "resource": {
                     "resourceType": "Observation",
                     "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": EGFR_LOINC, "display": "eGFR"}]},
+                    "code": {"coding": [{"system": "http://loinc.org", "code": EGFR_CKD_EPI_2021, "display": "eGFR"}]},
                     "effectiveDateTime": when,
                     "valueQuantity": {"value": float(value), **unit},
                 }
