@@ -102,14 +102,35 @@ def phantom_renal_masses(anatomy: PhantomAnatomy, rng: np.random.Generator) -> P
     for name, label, probability, hu_range, radius_range_mm in masses:
         if rng.uniform() >= probability:
             continue
-        kidney = anatomy.structure(str(rng.choice(["kidney_left", "kidney_right"]))).shape
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        centre = np.asarray(kidney.centre_mm) + direction * np.asarray(kidney.semi_axes_mm) * rng.uniform(0.6, 1.0)
-        semi_axes = rng.uniform(*radius_range_mm) * rng.uniform(0.85, 1.15, size=3)
-        shape = Ellipsoid(tuple(float(c) for c in centre), tuple(float(a) for a in semi_axes))
-        anatomy = anatomy.with_structure(Structure(name, label, float(rng.uniform(*hu_range)), shape))
+        kidney_name = str(rng.choice(["kidney_left", "kidney_right"]))
+        kidney = anatomy.structure(kidney_name).shape
+        for _ in range(20):  # a mass painted over the liver or the aorta would teach a wrong label there: redraw
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction)
+            centre = np.asarray(kidney.centre_mm) + direction * np.asarray(kidney.semi_axes_mm) * rng.uniform(0.6, 1.0)
+            semi_axes = rng.uniform(*radius_range_mm) * rng.uniform(0.85, 1.15, size=3)
+            shape = Ellipsoid(tuple(float(c) for c in centre), tuple(float(a) for a in semi_axes))
+            if not _overlaps_organs(shape, anatomy, allowed=(kidney_name, "renal_tumor", "renal_cyst")):
+                anatomy = anatomy.with_structure(Structure(name, label, float(rng.uniform(*hu_range)), shape))
+                break
     return anatomy
+
+
+_BODY_WALL = ("subcutaneous_fat", "skeletal_muscle")  # rings around the cavity: a mass never reaches them
+
+
+def _overlaps_organs(shape: Ellipsoid, anatomy: PhantomAnatomy, *, allowed: Sequence[str]) -> bool:
+    """Whether any of 2 000 points spread through ``shape`` lies in an organ of ``anatomy`` other than ``allowed``."""
+    rng = np.random.default_rng(0)
+    unit = rng.normal(size=(2000, 3))
+    unit *= (rng.uniform(size=(2000, 1)) ** (1 / 3)) / np.linalg.norm(unit, axis=1, keepdims=True)
+    points = np.asarray(shape.centre_mm) + unit * np.asarray(shape.semi_axes_mm)
+    x, y, z = points.T
+    return any(
+        bool(s.shape.contains(x, y, z).any())
+        for s in anatomy.structures
+        if s.name not in allowed and s.name not in _BODY_WALL
+    )
 
 
 def lesion_variants(

@@ -63,6 +63,27 @@ def test_phantoms_can_grow_renal_tumours_and_cysts_at_the_kidneys():
         for axis in range(3):
             near |= np.roll(mass, 1, axis) | np.roll(mass, -1, axis)
         assert np.isin(case.labels[0][near & ~mass], list(kidneys)).any()
+
+
+def test_phantom_renal_masses_never_take_another_organs_voxels():
+    renal = RENAL_STRUCTURES
+    masses, kidneys = [renal.index("renal_tumor") + 1, renal.index("renal_cyst") + 1], [3, 4]
+    taken, drawn = [], 0
+    # (seed, index) pairs whose first mass, drawn without the check, lay partly over the liver; and a few others
+    for seed, index in [(3, 27), (4, 34), (3, 0), (3, 1), (3, 2), (3, 3), (4, 5), (4, 6)]:
+        case = phantom_case(index, seed=seed, spec=SPEC, structures=renal, renal_masses=True)
+        plain = phantom_case(index, seed=seed, spec=SPEC, structures=renal)  # the same abdomen without masses
+        under = plain.labels[np.isin(case.labels, masses)]
+        drawn += under.size > 0
+        taken += [int(v) for v in np.unique(under) if v not in (0, *kidneys)]
+    assert drawn >= 3
+    assert not taken  # liver 1, spleen 2, aorta 5: a mass over them would teach that organ as a mass
+
+
+def test_phantom_renal_masses_are_optional_and_need_their_structures():
+    renal = RENAL_STRUCTURES
+    tumour, cyst = renal.index("renal_tumor") + 1, renal.index("renal_cyst") + 1
+    cases = [phantom_case(i, seed=3, spec=SPEC, structures=renal, renal_masses=True) for i in range(12)]
     # without renal_masses, or where they were not drawn, the phantom is the one it always was
     assert not np.isin(phantom_case(0, seed=3, spec=SPEC, structures=renal).labels, [tumour, cyst]).any()
     with pytest.raises(ValueError, match="renal_tumor and renal_cyst"):
