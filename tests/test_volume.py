@@ -42,6 +42,21 @@ def test_reoriented_drops_slice_sources_only_when_the_slice_axis_changes():
     assert volume.reoriented("LPI").sources == ()
 
 
+def test_a_crop_keeps_every_voxel_at_its_world_position_and_its_slices_sources():
+    rng = np.random.default_rng(2)
+    sources = tuple(SourceImage("1.2", f"1.2.{k}") for k in range(7))
+    info = SeriesInfo(modality="CT")
+    volume = Volume(rng.integers(-1000, 1000, (5, 6, 7)).astype(np.int16), oblique_affine(), info=info, sources=sources)
+    crop = volume.cropped((slice(1, 4), slice(2, None), slice(3, 6)))
+    assert crop.shape == (3, 4, 3) and crop.info == info
+    assert crop.sources == sources[3:6]
+    ijk = np.argwhere(np.ones(crop.shape, bool))
+    assert np.allclose(crop.index_to_ras(ijk), volume.index_to_ras(ijk + np.array([1, 2, 3])))
+    assert np.array_equal(crop.array, volume.array[1:4, 2:, 3:6])
+    with pytest.raises(ValueError, match="step 1"):
+        volume.cropped((slice(0, 4, 2), slice(None), slice(None)))
+
+
 def test_invalid_volumes_are_refused():
     with pytest.raises(ValueError, match="3D"):
         Volume(np.zeros((2, 2)), np.eye(4))

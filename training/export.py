@@ -219,7 +219,9 @@ def export_package(
 def add_evaluation(package: ModelPackage, record: EvaluationRecord) -> ModelPackage:
     """The package with ``record`` appended to its card's evaluations (the ONNX file is unchanged)."""
     card = package.card.model_copy(update={"evaluations": (*package.card.evaluations, record)})
-    return write_model_package(package.root, card, package.onnx_path)
+    return write_model_package(
+        package.root, card, package.onnx_path, refinement_onnx_source=package.refinement_onnx_path
+    )
 
 
 def evaluation_record_from_json(path: str | Path, *, split: str) -> EvaluationRecord:
@@ -235,13 +237,9 @@ def evaluation_record_from_json(path: str | Path, *, split: str) -> EvaluationRe
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--out", required=True, help="package folder, e.g. models/<model_id>")
-    parser.add_argument("--parity-image", help="a real image (NIfTI or DICOM) whose centre patch is checked too")
-    parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE)
-    parser.add_argument("--evaluate", help="datalist to score the exported package on")
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that score a new package and write its human card (export and compose_cascade)."""
+    parser.add_argument("--evaluate", help="datalist to score the package on")
     parser.add_argument("--data-root", help="folder the datalist's paths are under (default: shared data)")
     parser.add_argument("--eval-folds", type=int, nargs="*", help="folds of the datalist to score")
     parser.add_argument("--eval-split", help="how the scored cases relate to training, for the card")
@@ -256,24 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         "leave-one-volume-out fold) and say what it is",
     )
     parser.add_argument("--card-markdown", help="where to write the human card (default: model_cards/<id>.md)")
-    parser.add_argument("--card-file", help="the card's words (YAML) instead of the file the training config named")
-    args = parser.parse_args(argv)
+
+
+def check_evaluation_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.evaluate and not args.eval_split:
         parser.error("--eval-split is required with --evaluate: say how the scored cases relate to training")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    try:
-        package = export_package(
-            args.checkpoint,
-            args.out,
-            parity_image=args.parity_image,
-            tolerance=args.tolerance,
-            card_file=args.card_file,
-        )
-    except ParityError as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {package.onnx_path} ({package.card.onnx.size_bytes / 1e6:.1f} MB), sha256 {package.card.onnx.sha256}")
+
+def finish_package(package: ModelPackage, args: argparse.Namespace) -> ModelPackage:
+    """Score the package where asked, record the evaluations in its card and write the human card."""
     if args.evaluate:
         datalist = read_datalist(args.evaluate, data_root=args.data_root)
         result = evaluate_package(package, datalist, folds=args.eval_folds)
@@ -289,6 +278,34 @@ def main(argv: list[str] | None = None) -> int:
     markdown = Path(args.card_markdown) if args.card_markdown else REPO_ROOT / "model_cards" / f"{package.model_id}.md"
     write_markdown_card(package.card, markdown)
     print(f"wrote {package.root / 'card.json'} and {markdown}")
+    return package
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", required=True, help="package folder, e.g. models/<model_id>")
+    parser.add_argument("--parity-image", help="a real image (NIfTI or DICOM) whose centre patch is checked too")
+    parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE)
+    add_evaluation_arguments(parser)
+    parser.add_argument("--card-file", help="the card's words (YAML) instead of the file the training config named")
+    args = parser.parse_args(argv)
+    check_evaluation_arguments(parser, args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        package = export_package(
+            args.checkpoint,
+            args.out,
+            parity_image=args.parity_image,
+            tolerance=args.tolerance,
+            card_file=args.card_file,
+        )
+    except ParityError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {package.onnx_path} ({package.card.onnx.size_bytes / 1e6:.1f} MB), sha256 {package.card.onnx.sha256}")
+    finish_package(package, args)
     return 0
 
 

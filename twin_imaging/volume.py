@@ -113,6 +113,17 @@ class Volume:
             raise ValueError(f"array shape {array.shape} differs from the volume's {self.shape}")
         return replace(self, array=array, label_names=label_names)
 
+    def cropped(self, box: tuple[slice, slice, slice]) -> Volume:
+        """The sub-volume ``box`` (index ranges along the array's axes, step 1) on the same world grid: its affine
+        starts at the box's first voxel, and each slice keeps its source image. The array is a view."""
+        starts = np.array([b.indices(n)[0] for b, n in zip(box, self.shape, strict=True)], dtype=np.float64)
+        if any(b.step not in (None, 1) for b in box):
+            raise ValueError("a crop takes every voxel of its box (step 1)")
+        affine = self.affine_ras.copy()
+        affine[:3, 3] = self.index_to_ras(starts)
+        sources = self.sources[box[2]] if self.sources else ()
+        return replace(self, array=self.array[box], affine_ras=affine, sources=tuple(sources))
+
     def reoriented(self, axcodes: str = "RAS", *, copy: bool = True) -> Volume:
         """A volume whose voxel axes run along ``axcodes`` (closest to the current axes; no resampling). With
         ``copy=False`` its array is a view (flipped and transposed strides, no copy: what is read from it needs no

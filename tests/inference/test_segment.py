@@ -189,6 +189,31 @@ def test_attached_structures_keep_only_components_touching_their_anchors(tmp_pat
     assert np.count_nonzero(cleaned == 2) == 10 * 10 * 8 + 2 * 2 * 4
 
 
+def test_a_cascade_relabels_only_the_box_around_its_structures(tmp_path):
+    hu = np.full((40, 40, 20), -60, dtype=np.int16)  # fat: background for both networks
+    hu[10:20, 10:20, 8:14] = 400  # bone for both
+    hu[10:20, 10:20, 14:16] = -10  # soft tissue for the first (>= -30), background for the refinement (< 0)
+    hu[30:36, 30:36, 2:6] = -10  # the same, far from the bone
+    volume = Volume(hu, np.diag([3.0, 3.0, 3.0, 1.0]))  # the model grid: no resampling
+    package = write_threshold_model_package(tmp_path / "cascade", refine_around=("bone",), refine_margin_mm=6.0)
+    assert package.refinement_onnx_path.is_file() and package.card.refinement.around == ("bone",)
+    labels = segment_volume(volume, package).labels.array
+
+    expected = threshold_labels(hu)  # (-30, 130): the first network
+    box = (slice(8, 22), slice(8, 22), slice(6, 16))  # the bone's box, 2 voxels (6 mm) more on every side
+    expected[box] = threshold_labels(hu[box], (0.0, 200.0))
+    np.testing.assert_array_equal(labels, expected)
+    assert labels[15, 15, 10] == 2 and labels[15, 15, 15] == 0 and labels[32, 32, 3] == 1
+
+
+def test_a_cascade_without_its_around_structure_keeps_the_first_networks_labels(tmp_path):
+    volume = Volume(np.full((20, 20, 10), 50, dtype=np.int16), np.diag([3.0, 3.0, 3.0, 1.0]))
+    volume.array[:3] = -100
+    package = write_threshold_model_package(tmp_path / "cascade", refine_around=("bone",))
+    labels = segment_volume(volume, package).labels.array
+    np.testing.assert_array_equal(labels, threshold_labels(volume.array))
+
+
 @pytest.mark.parametrize("damage", ["swapped", "truncated"])
 def test_changed_onnx_file_is_refused_before_a_session_is_built(tmp_path, monkeypatch, damage):
     package = write_threshold_model_package(tmp_path / "package")

@@ -96,6 +96,20 @@ def make_card(**overrides: Any) -> ModelCard:
     return ModelCard.model_validate(card_dict(**overrides))
 
 
+def make_refinement(**overrides: Any) -> dict[str, Any]:
+    """A refinement stage that fits ``make_card()``: relabels kidney_left and spleen around kidney_left."""
+    card = make_card()
+    stage = {
+        "around": ["kidney_left"],
+        "structures": ["kidney_left", "spleen"],
+        "preprocessing": card.preprocessing.model_dump(),
+        "inference": card.inference.model_dump(),
+        "onnx": {**card.onnx.model_dump(), "file": "tiny_refinement.onnx"},
+        "training": card.training.model_dump(),
+    }
+    return {**stage, **overrides}
+
+
 def test_card_round_trips_through_json():
     card = make_card()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.models.test_card import make_card, make_structure
+from tests.models.test_card import make_card, make_refinement, make_structure
 from twin_imaging.models.card_markdown import render_markdown_card, write_markdown_card
 
 SHA256 = "0123456789abcdef" * 4
@@ -123,3 +123,13 @@ def test_published_results_sit_beside_the_evaluation_of_the_same_split(card):
 
 def test_no_comparison_without_published_results(card):
     assert "Compared with published results" not in render_markdown_card(card)
+
+
+def test_a_cascade_card_describes_its_refinement_stage():
+    card = make_card(refinement=make_refinement(margin_mm=20.0))
+    text = render_markdown_card(card)
+    section = text.split("## Refinement stage (a cascade)")[1].split("## Evaluation")[0]
+    assert "box around kidney_left (plus 20 mm on every side)" in section
+    assert "replace those of kidney_left, spleen" in section
+    assert card.refinement.onnx.file in section
+    assert "## Refinement stage" not in render_markdown_card(make_card())

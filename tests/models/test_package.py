@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.test_card import make_card
+from tests.models.test_card import make_card, make_refinement
 from twin_imaging import files as files_module
 from twin_imaging.errors import ModelError
 from twin_imaging.models.package import (
@@ -262,3 +262,58 @@ def test_package_copied_elsewhere_still_loads(package_dir, tmp_path):
     shutil.copytree(package_dir, copy)
 
     assert load_model_package(copy).card == load_model_package(package_dir).card
+
+
+@pytest.fixture
+def cascade_dir(tmp_path: Path, onnx_source: Path) -> Path:
+    refinement = tmp_path / "export" / "refinement.onnx"
+    refinement.write_bytes(FAKE_ONNX[::-1])
+    folder = tmp_path / "models" / "tiny_cascade"
+    write_model_package(folder, make_card(refinement=make_refinement()), onnx_source, refinement_onnx_source=refinement)
+    return folder
+
+
+def test_a_cascade_package_holds_and_checks_both_networks(cascade_dir):
+    package = load_model_package(cascade_dir)
+    assert package.refinement_onnx_path == cascade_dir / "tiny_refinement.onnx"
+    assert package.card.refinement.onnx.sha256 == hashlib.sha256(FAKE_ONNX[::-1]).hexdigest()
+    assert package.card.refinement.onnx.size_bytes == len(FAKE_ONNX)
+
+    (cascade_dir / "tiny_refinement.onnx").write_bytes(FAKE_ONNX)  # swapped for the first network's file
+    with pytest.raises(ModelError, match=r"tiny_refinement\.onnx has sha256 .*changed or damaged"):
+        load_model_package(cascade_dir)
+    (cascade_dir / "tiny_refinement.onnx").unlink()
+    with pytest.raises(ModelError, match=r"ONNX file tiny_refinement\.onnx is missing"):
+        load_model_package(cascade_dir, verify=False)
+
+
+def test_a_refinement_file_goes_with_a_refinement_stage_only(tmp_path, onnx_source):
+    with pytest.raises(ValueError, match="refinement ONNX file goes with"):
+        write_model_package(tmp_path / "a", make_card(refinement=make_refinement()), onnx_source)
+    with pytest.raises(ValueError, match="refinement ONNX file goes with"):
+        write_model_package(tmp_path / "b", make_card(), onnx_source, refinement_onnx_source=onnx_source)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"around": ["pancreas"]}, r"refinement names structures the card lacks: \['pancreas'\]"),
+        ({"structures": ["liver", "liver"]}, "refinement's structures must be unique"),
+        ({"structures": ["liver", "spleen", "kidney_left", "liver"]}, "unique"),
+        ({"onnx": {**make_card().onnx.model_dump(), "file": "tiny_abdomen.onnx"}}, "another file"),
+    ],
+)
+def test_a_refinement_stage_that_does_not_fit_the_card_is_refused(overrides, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        make_card(refinement=make_refinement(**overrides))
+
+
+def test_a_refinement_with_more_structures_than_classes_is_refused():
+    from pydantic import ValidationError
+
+    inference = {**make_card().inference.model_dump(), "num_classes": 2}
+    with pytest.raises(ValidationError, match="its network has only 2 classes"):
+        make_card(refinement=make_refinement(inference=inference))

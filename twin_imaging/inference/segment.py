@@ -1,5 +1,6 @@
 """Segment a volume with a model package: preprocess per the card, sliding-window ONNX, scores back to the source
-grid and argmax there, clean-up. Torch-free: this is the serving path.
+grid and argmax there, clean-up. A cascade package then runs its refinement network on a crop around the structures
+the card names (the kidneys) and writes its labels there. Torch-free: this is the serving path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from twin_imaging.inference.input_gate import check_input_suitability
 from twin_imaging.inference.postprocess import keep_attached_components, keep_largest_components
 from twin_imaging.inference.sessions import CPU_PROVIDER, choose_providers, create_session, run_session
 from twin_imaging.inference.sliding_window import sliding_window_predict
+from twin_imaging.label_boxes import label_boxes
+from twin_imaging.models.card import InferenceSpec
 from twin_imaging.models.package import ModelPackage
 from twin_imaging.settings import get_settings
 from twin_imaging.transforms import preprocess_image
@@ -59,6 +62,11 @@ class Segmenter:
             intra_op_threads or settings.onnx_threads or (max(1, cores // self.concurrent_windows) if on_cpu else None)
         )
         self.session = create_session(package.onnx_path, providers=providers, intra_op_threads=threads)
+        self.refinement_session = (
+            None
+            if package.refinement_onnx_path is None
+            else create_session(package.refinement_onnx_path, providers=providers, intra_op_threads=threads)
+        )
         if not on_cpu and self.session.get_providers()[0] == CPU_PROVIDER:  # a GPU asked for, none usable
             on_cpu = True  # its threads are ONNX Runtime's default (every core): one window at a time
             self.concurrent_windows = concurrent_windows or settings.onnx_concurrent_windows or 1
@@ -70,10 +78,11 @@ class Segmenter:
 
     def predict_logits(self, image: np.ndarray, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(C, X, Y, Z) preprocessed image → (K, X, Y, Z) blended logits."""
-        spec = self.card.inference
+        return self._predict(self.session, self.card.inference, image, progress=progress)
 
+    def _predict(self, session, spec: InferenceSpec, image: np.ndarray, *, progress=None) -> np.ndarray:
         def predict_batch(batch: np.ndarray) -> np.ndarray:
-            return run_session(self.session, batch, input_name=spec.input_name, output_name=spec.output_name)
+            return run_session(session, batch, input_name=spec.input_name, output_name=spec.output_name)
 
         return sliding_window_predict(
             image,
@@ -107,13 +116,24 @@ class Segmenter:
         start = time.perf_counter()
         largest = [s.label for s in self.card.structures if s.keep_largest_component]
         on_source = keep_largest_components(on_source, largest, in_place=True)  # a map of our own
+        timings["postprocess"] = time.perf_counter() - start
+
+        if self.refinement_session is not None:
+            start = time.perf_counter()
+            refined = self._refine(volume, on_source)
+            if refined:  # its structures' stray pieces go as the first network's do
+                again = [s.label for s in self.card.structures if s.keep_largest_component and s.name in refined]
+                on_source = keep_largest_components(on_source, again, in_place=True)
+            timings["refine"] = time.perf_counter() - start
+
+        start = time.perf_counter()
         labels_by_name = {s.name: s.label for s in self.card.structures}
         attachments = {
             s.label: [labels_by_name[a] for a in s.attached_to] for s in self.card.structures if s.attached_to
         }
         if attachments:  # after the largest components: a kidney's stray fragment anchors nothing
             on_source = keep_attached_components(on_source, attachments, in_place=True)
-        timings["postprocess"] = time.perf_counter() - start
+        timings["postprocess"] += time.perf_counter() - start
 
         return SegmentationResult(
             labels=volume.with_array(on_source, label_names=self.card.label_names()),
@@ -123,6 +143,45 @@ class Segmenter:
             providers=self.providers,
             timings_s=timings,
         )
+
+    def _refine(self, volume: Volume, labels: np.ndarray) -> tuple[str, ...]:
+        """Run the refinement network on the box around its ``around`` structures (plus the margin) and write its
+        labels into ``labels`` there, in place. Returns the structures it rewrote; none where the first network
+        found none of the ``around`` structures (nothing to look at more closely)."""
+        stage = self.card.refinement
+        values = [self.card.structure(name).label for name in stage.around]
+        box = _box_around(labels, values, volume.spacing_mm, stage.margin_mm)
+        if box is None:
+            return ()
+        crop = volume.cropped(box)
+        prepared = preprocess_image(crop, stage.preprocessing)
+        logits = self._predict(self.refinement_session, stage.inference, prepared.array)
+        crop_labels = argmax_on_source_grid(logits, prepared)
+        del logits
+        card_values = np.zeros(stage.inference.num_classes, dtype=labels.dtype)  # refinement label → card label
+        card_values[1 : len(stage.structures) + 1] = [self.card.structure(n).label for n in stage.structures]
+        region = labels[box]  # a view: written in place
+        rewritten = card_values[crop_labels]
+        region[np.isin(region, card_values[1:]) | (rewritten != 0)] = 0
+        region += rewritten
+        return stage.structures
+
+
+def _box_around(
+    labels: np.ndarray, values: list[int], spacing_mm: tuple[float, float, float], margin_mm: float
+) -> tuple[slice, slice, slice] | None:
+    """The index box around every voxel with one of ``values``, grown by ``margin_mm`` and kept inside the map."""
+    boxes = label_boxes(labels)
+    found = [boxes[v - 1] for v in values if 0 < v <= len(boxes) and boxes[v - 1] is not None]
+    if not found:
+        return None
+    box = []
+    for axis, (size, spacing) in enumerate(zip(labels.shape, spacing_mm, strict=True)):
+        margin = int(np.ceil(margin_mm / spacing))
+        start = min(b[axis].start for b in found) - margin
+        stop = max(b[axis].stop for b in found) + margin
+        box.append(slice(max(start, 0), min(stop, size)))
+    return tuple(box)
 
 
 def segment_volume(

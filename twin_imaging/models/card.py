@@ -177,6 +177,22 @@ class OnnxFile(_Strict):
     )
 
 
+class RefinementStage(_Strict):
+    """A second network run on a crop around structures the first one found: a finer look at one region (the
+    kidneys and their masses at 1.5 mm, where the organs are found at 3 mm). Inside the crop its labels replace
+    those of the structures it outputs; outside, the first network's labels stand."""
+
+    around: tuple[str, ...] = Field(min_length=1, description="structures whose joint bounding box is the crop")
+    margin_mm: float = Field(default=25.0, ge=0.0, description="added to the box on every side")
+    structures: tuple[str, ...] = Field(
+        min_length=1, description="the card's structures that the network's output labels 1..N stand for"
+    )
+    preprocessing: PreprocessingSpec
+    inference: InferenceSpec
+    onnx: OnnxFile
+    training: TrainingRecord
+
+
 class ModelCard(_Strict):
     schema_version: Literal["1.0"] = CARD_SCHEMA_VERSION
     model_id: str = Field(pattern=r"^[a-z0-9_]+$", description="the stem of its config, card and ONNX file")
@@ -192,6 +208,7 @@ class ModelCard(_Strict):
     structures: tuple[StructureSpec, ...]
     preprocessing: PreprocessingSpec
     inference: InferenceSpec
+    refinement: RefinementStage | None = None
     evaluations: tuple[EvaluationRecord, ...] = ()
     published_comparison: tuple[PublishedResult, ...] = ()
     training: TrainingRecord
@@ -210,12 +227,30 @@ class ModelCard(_Strict):
                 raise ValueError(
                     f"{spec.name} is attached_to {unknown or spec.name}: not another structure of the model"
                 )
-        if max(labels, default=0) >= self.inference.num_classes:
+        refined = set(self.refinement.structures) if self.refinement is not None else set()
+        first = [s.label for s in self.structures if s.name not in refined]  # a refinement may add structures
+        if max(first, default=0) >= self.inference.num_classes:
             raise ValueError(
-                f"a structure label ({max(labels)}) is beyond the network's {self.inference.num_classes} classes"
+                f"a structure label ({max(first)}) is beyond the network's {self.inference.num_classes} classes"
             )
         if any(p % self.inference.divisible_by for p in self.inference.patch_size_voxels):
             raise ValueError(f"patch size must be a multiple of {self.inference.divisible_by}")
+        if self.refinement is not None:
+            stage = self.refinement
+            unknown = sorted((set(stage.around) | set(stage.structures)) - set(names))
+            if unknown:
+                raise ValueError(f"the refinement names structures the card lacks: {unknown}")
+            if stage.onnx.file == self.onnx.file:
+                raise ValueError("the refinement's ONNX file must be another file than the first network's")
+            if len(set(stage.structures)) != len(stage.structures):
+                raise ValueError("the refinement's structures must be unique")
+            if len(stage.structures) >= stage.inference.num_classes:
+                raise ValueError(
+                    f"the refinement outputs {len(stage.structures)} structures; its network has only "
+                    f"{stage.inference.num_classes} classes"
+                )
+            if any(p % stage.inference.divisible_by for p in stage.inference.patch_size_voxels):
+                raise ValueError(f"the refinement's patch size must be a multiple of {stage.inference.divisible_by}")
         return self
 
     def label_names(self) -> dict[int, str]:

@@ -52,6 +52,7 @@ def render_markdown_card(card: ModelCard) -> str:
         f"blending (σ = {i.sigma_scale:g} × patch); class scores resampled (trilinear) to the input's own grid and "
         "the argmax taken there.",
         "",
+        *_refinement(card),
         "## Evaluation",
         "",
     ]
@@ -86,6 +87,29 @@ def render_markdown_card(card: ModelCard) -> str:
     if card.ethical_considerations:
         lines += ["## Ethical considerations", "", *[f"- {item}" for item in card.ethical_considerations], ""]
     return "\n".join(lines)
+
+
+def _refinement(card: ModelCard) -> list[str]:
+    stage = card.refinement
+    if stage is None:
+        return []
+    p, i, t = stage.preprocessing, stage.inference, stage.training
+    return [
+        "## Refinement stage (a cascade)",
+        "",
+        f"- A second network runs on the box around {', '.join(stage.around)} (plus {stage.margin_mm:g} mm on every "
+        f"side) as the first network found them, resampled to {' × '.join(f'{v:g}' for v in p.spacing_mm)} mm, "
+        f"HU window [{p.intensity.window_min_hu:g}, {p.intensity.window_max_hu:g}], sliding window of "
+        f"{' × '.join(map(str, i.patch_size_voxels))} voxels. Inside that box its labels replace those of "
+        f"{', '.join(stage.structures)}; outside it, the first network's stand.",
+        f"- Its training: recipe `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; {t.max_steps} steps, "
+        f"seed {t.seed}; {t.duration_s / 60:.1f} min on {t.hardware}"
+        + (f", code {t.code_version}." if t.code_version else "."),
+        *[f"- {run}" for run in t.extra_runs],
+        f"- ONNX: `{stage.onnx.file}`, {stage.onnx.size_bytes / 1e6:.1f} MB, opset {stage.onnx.opset}, sha256 "
+        f"`{stage.onnx.sha256}`.",
+        "",
+    ]
 
 
 def write_markdown_card(card: ModelCard, path: str | os.PathLike) -> Path:

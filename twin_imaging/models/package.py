@@ -1,6 +1,7 @@
-"""Read, verify and write model packages: a folder with ``card.json`` and the ONNX file the card names.
+"""Read, verify and write model packages: a folder with ``card.json`` and the ONNX file the card names (and, for a
+cascade, the refinement network's ONNX file too).
 
-Loading checks the ONNX file's sha256 against the card, so a swapped or truncated file is refused before it runs.
+Loading checks each ONNX file's sha256 against the card, so a swapped or truncated file is refused before it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from twin_imaging.errors import ModelError
 from twin_imaging.files import copy_atomic, file_sha256, write_bytes_atomic
-from twin_imaging.models.card import ModelCard
+from twin_imaging.models.card import ModelCard, OnnxFile
 from twin_imaging.settings import get_settings
 
 CARD_FILE = "card.json"
@@ -28,6 +29,11 @@ class ModelPackage:
     @property
     def onnx_path(self) -> Path:
         return self.root / self.card.onnx.file
+
+    @property
+    def refinement_onnx_path(self) -> Path | None:
+        stage = self.card.refinement
+        return None if stage is None else self.root / stage.onnx.file
 
     @property
     def model_id(self) -> str:
@@ -47,33 +53,50 @@ def load_model_package(path: str | os.PathLike, *, verify: bool = True) -> Model
     except (OSError, ValueError) as exc:
         raise ModelError(f"{card_path} cannot be read: {exc}") from None
     package = ModelPackage(card_path.parent, card)
-    if not package.onnx_path.is_file():
-        raise ModelError(f"model {card.model_id}: ONNX file {card.onnx.file} is missing from {package.root}")
-    if verify:
-        actual = file_sha256(package.onnx_path)
-        if actual != card.onnx.sha256:
-            raise ModelError(
-                f"model {card.model_id}: {card.onnx.file} has sha256 {actual[:12]}…, the card says "
-                f"{card.onnx.sha256[:12]}…; the file was changed or damaged"
-            )
+    files = [card.onnx] + ([card.refinement.onnx] if card.refinement is not None else [])
+    for onnx in files:
+        if not (package.root / onnx.file).is_file():
+            raise ModelError(f"model {card.model_id}: ONNX file {onnx.file} is missing from {package.root}")
+        if verify:
+            actual = file_sha256(package.root / onnx.file)
+            if actual != onnx.sha256:
+                raise ModelError(
+                    f"model {card.model_id}: {onnx.file} has sha256 {actual[:12]}…, the card says "
+                    f"{onnx.sha256[:12]}…; the file was changed or damaged"
+                )
     return package
 
 
-def write_model_package(folder: str | os.PathLike, card: ModelCard, onnx_source: str | os.PathLike) -> ModelPackage:
-    """Write ``onnx_source`` and ``card`` into ``folder``; the card's onnx sha256 and size are set from the file.
+def write_model_package(
+    folder: str | os.PathLike,
+    card: ModelCard,
+    onnx_source: str | os.PathLike,
+    *,
+    refinement_onnx_source: str | os.PathLike | None = None,
+) -> ModelPackage:
+    """Write ``onnx_source`` (and, for a card with a refinement stage, ``refinement_onnx_source``) and ``card`` into
+    ``folder``; the card's sha256 and sizes are set from the files.
 
     Each file is written to a temporary name in the folder and renamed, so a reader never sees half a package.
     """
     folder = Path(folder)
+    if (card.refinement is None) != (refinement_onnx_source is None):
+        raise ValueError("a refinement ONNX file goes with a card that has a refinement stage, and only then")
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_name = card.onnx.file
-    sha256 = file_sha256(onnx_source)
-    size = Path(onnx_source).stat().st_size
-    card = card.model_copy(update={"onnx": card.onnx.model_copy(update={"sha256": sha256, "size_bytes": size})})
+    card = card.model_copy(update={"onnx": _described(card.onnx, onnx_source)})
+    if card.refinement is not None:
+        stage = card.refinement.model_copy(update={"onnx": _described(card.refinement.onnx, refinement_onnx_source)})
+        card = card.model_copy(update={"refinement": stage})
     ModelCard.model_validate(card.model_dump())  # still valid after the update
-    copy_atomic(onnx_source, folder / onnx_name)
+    copy_atomic(onnx_source, folder / card.onnx.file)
+    if card.refinement is not None:
+        copy_atomic(refinement_onnx_source, folder / card.refinement.onnx.file)
     write_bytes_atomic(folder / CARD_FILE, (json.dumps(card.model_dump(mode="json"), indent=2) + "\n").encode())
     return load_model_package(folder)
+
+
+def _described(onnx: OnnxFile, source: str | os.PathLike) -> OnnxFile:
+    return onnx.model_copy(update={"sha256": file_sha256(source), "size_bytes": Path(source).stat().st_size})
 
 
 def default_segmentation_package() -> ModelPackage:

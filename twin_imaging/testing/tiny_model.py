@@ -27,6 +27,7 @@ from twin_imaging.models.card import (
     ModelCard,
     OnnxFile,
     PreprocessingSpec,
+    RefinementStage,
     StructureSpec,
     TrainingRecord,
 )
@@ -62,12 +63,17 @@ def write_threshold_model_package(
     thresholds_hu: tuple[float, float] = (-30.0, 130.0),
     keep_largest_component: bool | Collection[str] = False,
     attached_to: Mapping[str, Collection[str]] | None = None,
+    refine_around: Collection[str] = (),
+    refine_thresholds_hu: tuple[float, float] = (0.0, 200.0),
+    refine_margin_mm: float = 6.0,
     model_id: str = "threshold_test",
 ) -> ModelPackage:
     """Write the threshold segmenter as a model package (card.json + ``{model_id}.onnx``) into ``folder``.
 
     ``keep_largest_component``: True for both structures, or the names of those that keep only their largest
     component. ``attached_to``: structure → the structures its components must touch (e.g. bone → soft tissue).
+    ``refine_around``: make it a cascade whose refinement stage (the same network with ``refine_thresholds_hu``)
+    relabels both structures in the box around these structures plus ``refine_margin_mm``.
     The thresholds must lie strictly inside the window.
     """
     low, high = _check_thresholds(thresholds_hu)
@@ -128,13 +134,32 @@ def write_threshold_model_package(
         onnx=OnnxFile(file=f"{model_id}.onnx", sha256="0" * 64, size_bytes=0, opset=THRESHOLD_OPSET),
         created=_CREATED,
     )
-    weights, biases = _conv_parameters(
-        ((low - window_min) / (window_max - window_min), (high - window_min) / (window_max - window_min))
-    )
+    if refine_around:
+        refine_low, refine_high = _check_thresholds(refine_thresholds_hu)
+        if not window_min < refine_low < refine_high < window_max:
+            raise ValueError(f"thresholds {refine_thresholds_hu} must lie strictly inside the window {window_hu}")
+        stage = RefinementStage(
+            around=tuple(refine_around),
+            margin_mm=refine_margin_mm,
+            structures=tuple(name for name, _, _ in THRESHOLD_STRUCTURES.values()),
+            preprocessing=card.preprocessing,
+            inference=card.inference,
+            onnx=card.onnx.model_copy(update={"file": f"{model_id}_refinement.onnx"}),
+            training=card.training,
+        )
+        card = card.model_copy(update={"refinement": stage})
+
+    def parameters(thresholds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        return _conv_parameters(tuple((t - window_min) / (window_max - window_min) for t in thresholds))
+
     with tempfile.TemporaryDirectory(prefix="threshold_model_") as scratch:
         onnx_path = Path(scratch) / card.onnx.file
-        _write_onnx(onnx_path, weights, biases, graph_name=model_id)
-        return write_model_package(folder, card, onnx_path)
+        _write_onnx(onnx_path, *parameters((low, high)), graph_name=model_id)
+        refinement_path = None
+        if card.refinement is not None:
+            refinement_path = Path(scratch) / card.refinement.onnx.file
+            _write_onnx(refinement_path, *parameters(_check_thresholds(refine_thresholds_hu)), graph_name=model_id)
+        return write_model_package(folder, card, onnx_path, refinement_onnx_source=refinement_path)
 
 
 def _check_thresholds(thresholds_hu: Sequence[float]) -> tuple[float, float]:
