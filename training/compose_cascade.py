@@ -5,9 +5,10 @@ relabels its structures on a crop around structures the first one found (``Refin
         kidney_left --margin-mm 25 --version 2.0.0 --card-file training/cards/abdomen_ct_fast_renal.yaml \
         --out models/abdomen_ct_fast --evaluate training/datalists/btcv.json --eval-folds 1 --eval-split "..."
 
-The cascade keeps the first package's model id, structures and labels; the refinement's structures that the first
-lacks (renal tumour and cyst) are appended with the next labels, with their codes, colours and post-processing from
-the refinement's card. Both ONNX files are copied and hashed into the card, which holds both training records.
+The cascade keeps the first package's structures and labels (and its model id, unless given another); the
+refinement's structures that the first lacks (renal tumour and cyst) are appended with the next labels, with their
+codes, colours and post-processing from the refinement's card. Both ONNX files are copied and hashed into the card,
+which holds both training records.
 Evaluations are not carried over (neither package's numbers are the cascade's): score the cascade itself.
 """
 
@@ -38,6 +39,7 @@ def cascade_card(
     version: str,
     words: dict,
     attached_to: dict[str, list[str]] | None = None,
+    model_id: str | None = None,
 ) -> ModelCard:
     """The cascade's card (ONNX hashes still the sources' until the package is written). ``attached_to``: post-
     processing of the cascade's structures (``StructureSpec.attached_to``), over what their cards say."""
@@ -78,7 +80,10 @@ def cascade_card(
             "extra_runs": (*first.training.extra_runs, *words.pop("extra_runs", ())),
         }
     )
+    model_id = model_id or first.model_id
     update = {
+        "model_id": model_id,
+        "onnx": first.onnx.model_copy(update={"file": f"{model_id}.onnx"}),
         "version": version,
         "structures": structures,
         "refinement": stage,
@@ -104,6 +109,7 @@ def compose_package(
     version: str,
     card_file: str | None = None,
     attached_to: dict[str, list[str]] | None = None,
+    model_id: str | None = None,
 ) -> ModelPackage:
     if first.card.refinement is not None or refinement.card.refinement is not None:
         raise ValueError("a cascade is made of two single-network packages")
@@ -116,6 +122,7 @@ def compose_package(
         version=version,
         words=words,
         attached_to=attached_to,
+        model_id=model_id,
     )
     with tempfile.TemporaryDirectory() as scratch:  # the sources may live in ``out`` itself
         first_onnx = copy_atomic(first.onnx_path, Path(scratch) / card.onnx.file)
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--around", nargs="+", required=True, help="structures whose box is the crop")
     parser.add_argument("--margin-mm", type=float, default=25.0)
     parser.add_argument("--version", required=True, help="the cascade's version")
+    parser.add_argument("--model-id", help="the cascade's model id (default: the first package's)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--card-file", help="the cascade's card words (YAML), over the first package's")
     parser.add_argument(
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             version=args.version,
             card_file=args.card_file,
             attached_to=attached,
+            model_id=args.model_id,
         )
     except ValueError as exc:
         print(f"compose failed: {exc}", file=sys.stderr)

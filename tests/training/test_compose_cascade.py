@@ -67,13 +67,15 @@ def test_the_command_writes_the_package_and_its_human_card(tmp_path, first, refi
     markdown = tmp_path / "card.md"
     code = main(
         [str(first.root), str(refinement_with_a_tumour.root), "--around", "bone", "--version", "1.1.0",
-         "--out", str(tmp_path / "cascade"), "--card-file", str(words), "--card-markdown", str(markdown),
+         "--out", str(tmp_path / "cascade"), "--model-id", "threshold_cascade", "--card-file", str(words),
+         "--card-markdown", str(markdown),
          "--attached", "renal_tumor=bone,soft_tissue"]
     )  # fmt: skip
     assert code == 0
     card = load_model_package(tmp_path / "cascade").card
     assert card.title == "Threshold cascade" and card.training.extra_runs[-1] == "refinement: thresholds 0 and 200 HU"
     assert card.structure("renal_tumor").attached_to == ("bone", "soft_tissue")
+    assert card.model_id == "threshold_cascade" and (tmp_path / "cascade" / "threshold_cascade.onnx").is_file()
     assert "## Refinement stage (a cascade)" in markdown.read_text()
     assert main([str(first.root), str(first.root), "--around", "bone", "--version", "1", "--out", str(tmp_path / "x"),
                  "--attached", "liver=bone"]) == 1  # fmt: skip
