@@ -220,6 +220,24 @@ def test_cli_analyze_prints_the_table_and_refuses_bad_input(tmp_path, phantom_an
     assert not (tmp_path / "bad" / "results.json").exists()
 
 
+def test_images_without_sop_instance_uids_are_refused_before_segmentation_naming_the_problem(tmp_path, monkeypatch):
+    geometry = PhantomGeometry(shape=(64, 64, 20), spacing_mm=(3.0, 3.0, 5.0))
+    study = write_phantom_study(tmp_path / "study", series=(SeriesSpec(geometry=geometry),))
+    for path in study.series[0].paths[:3]:  # as an anonymiser that blanks UIDs leaves them
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = ""
+        ds.save_as(path)
+
+    def no_segmentation(*args, **kwargs):
+        raise AssertionError("segmented a series whose results could not reference their images")
+
+    monkeypatch.setattr(Segmenter, "segment", no_segmentation)
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path / "study"), "--out", str(tmp_path / "out"), "--no-twin"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "internal error" not in result.output
+    assert "3 of the 20 images" in result.output and "no SOP Instance UID" in result.output
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
 def test_cli_analyzes_an_enhanced_multiframe_ct(tmp_path, segmenter):
     """One Enhanced CT instance: the SEG references the frames of that one instance, each SEG frame at the position
     of the source frame it names; dciodvfy accepts it and it reads back to the label map."""

@@ -1,6 +1,7 @@
 """A CT with a renal tumour goes from DICOM to surgical scenarios on the twin with no step by hand, as a hospital runs
 it: the patient's eGFR arrives as a FHIR bundle, `twin-imaging analyze` (the console script) segments the study with
-the shipped organ model, which labels the tumour; the analysis is flagged for review, the outcome models run for
+the site's model that labels renal masses (the default, or the opt-in renal cascade set as the site's default),
+which labels the tumour; the analysis is flagged for review, the outcome models run for
 partial and radical nephrectomy with the inputs from the twin, and a radiologist's SEG sent afterwards replaces the
 model's masks and the scenarios are recomputed. The phantom's own truth is the reference for the tumour mask."""
 
@@ -16,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from tests.conftest import NEEDS_RENAL_MASS_MODEL
+from tests.conftest import NEEDS_RENAL_MASS_MODEL, renal_mass_model
 from twin_imaging.expert_intake import receive_expert_seg
 from twin_imaging.io import read_nifti
-from twin_imaging.models import default_segmentation_package
+from twin_imaging.models import load_model_package
 from twin_imaging.outcome.model import OutcomeModel
 from twin_imaging.outcome.twin_scenarios import current_scenarios
+from twin_imaging.settings import get_settings
 from twin_imaging.testing import PatientSpec, PhantomGeometry, SeriesSpec, StudySpec, write_phantom_study
 from twin_imaging.testing.expert_seg import radiologist_seg
 from twin_imaging.testing.fhir_labs import write_egfr_bundle
@@ -43,6 +45,7 @@ def _egfr_bundle(path: Path, value: float = 68.0, when: str = "2025-02-20T08:00:
 def _console(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     """The console script with the twin's home in ``data_dir``, as a site configures it once."""
     env = {**os.environ, "TWIN_IMAGING_DATA_DIR": str(data_dir)}
+    env["TWIN_IMAGING_DEFAULT_SEGMENTATION_MODEL"] = renal_mass_model()
     env.pop("TWIN_IMAGING_DATABASE_URL", None)
     env.pop("TWIN_IMAGING_ARTIFACTS_DIR", None)
     return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=600, env=env)
@@ -69,7 +72,8 @@ def test_a_ct_with_a_renal_tumour_reaches_scenarios_on_the_twin_and_a_radiologis
     assert "new-baseline eGFR" in analysed.stdout
 
     # the model's tumour, scored against the phantom's truth (same grid: the label map is on the source grid)
-    names = {s.name: s.label for s in default_segmentation_package().card.structures}
+    package = load_model_package(get_settings().models_dir / renal_mass_model(), verify=False)
+    names = {s.name: s.label for s in package.card.structures}
     predicted = np.asarray(read_nifti(out / "labels.nii.gz").array) == names["renal_tumor"]
     truth_labels = study.series[0].phantom.labels
     truth = np.asarray(truth_labels.array) == {v: k for k, v in truth_labels.label_names.items()}["renal_tumor"]

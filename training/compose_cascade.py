@@ -1,9 +1,10 @@
 """Two model packages → one cascade package: the first network labels the whole volume, the refinement network
 relabels its structures on a crop around structures the first one found (``RefinementStage``).
 
-    python -m training.compose_cascade models/abdomen_ct_fast /path/renal_ct_region --around kidney_right \
-        kidney_left --margin-mm 25 --version 2.0.0 --card-file training/cards/abdomen_ct_fast_renal.yaml \
-        --out models/abdomen_ct_fast --evaluate training/datalists/btcv.json --eval-folds 1 --eval-split "..."
+    python -m training.compose_cascade models/abdomen_ct_fast PATH/renal_ct_region --around kidney_right \
+        kidney_left --margin-mm 30 --version 1.0.0 --model-id abdomen_ct_fast_renal \
+        --card-file training/cards/abdomen_ct_fast_renal.yaml --out models/abdomen_ct_fast_renal \
+        --attached renal_tumor=kidney_right,kidney_left --external-evaluation EVALUATION.json "how it was measured"
 
 The cascade keeps the first package's structures and labels (and its model id, unless given another); the
 refinement's structures that the first lacks (renal tumour and cyst) are appended with the next labels, with their

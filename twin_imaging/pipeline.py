@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from twin_imaging import __version__
 from twin_imaging.analysis_outputs import measure_and_write
+from twin_imaging.errors import DicomInputError
 from twin_imaging.files import file_sha256, write_bytes_atomic
 from twin_imaging.inference.segment import SegmentationResult, Segmenter
 from twin_imaging.io import is_nifti_path, load_series, read_nifti, scan_dicom
@@ -87,6 +88,13 @@ def read_study(path: str | os.PathLike, *, series_instance_uid: str | None = Non
         report.warnings.append("NIfTI input: study and series UIDs derived from the file's SHA-256")
         return StudyInput(volume, report)
     scan = scan_dicom(path, series_instance_uid=series_instance_uid)
+    blank = sum(1 for frame in scan.chosen.frames if not str(frame.instance.header.get("SOPInstanceUID", "") or ""))
+    if blank:  # refused before any decoding: the SEG and SR would fail after the segmentation
+        raise DicomInputError(
+            f"{blank} of the {len(scan.chosen.frames)} images of series {scan.chosen.label} have no SOP Instance UID: "
+            "the results (DICOM SEG and SR) could not reference them, and a PACS would refuse them; send the series "
+            "through the PACS (which assigns UIDs) or give each image its UID"
+        )
     volume = load_series(scan.chosen)
     candidates = [
         SeriesCandidateReport(

@@ -17,8 +17,11 @@ from twin_imaging.models import load_model_package
 from twin_imaging.models.card_markdown import render_markdown_card
 
 REPO = Path(__file__).resolve().parents[2]
+RENAL_CASCADE = "abdomen_ct_fast_renal"  # organs + renal masses, opt-in: its own test below
 SHIPPED = [
-    p.name for p in (REPO / "models").iterdir() if p.name.startswith("abdomen_ct_") and p.name != "abdomen_ct_organs"
+    p.name
+    for p in (REPO / "models").iterdir()
+    if p.name.startswith("abdomen_ct_") and p.name not in ("abdomen_ct_organs", RENAL_CASCADE)
 ]
 BTCV_STRUCTURES = [
     "spleen", "kidney_right", "kidney_left", "gallbladder", "esophagus", "liver", "stomach", "aorta",
@@ -67,6 +70,29 @@ def test_the_package_is_small_complete_and_honest(package):
 def test_the_human_card_is_generated_from_the_machine_card(package):
     text = (REPO / "model_cards" / f"{package.card.model_id}.md").read_text(encoding="utf-8")
     assert text == render_markdown_card(package.card)
+
+
+def test_the_renal_cascade_ships_opt_in_and_says_its_masses_were_measured_on_synthetic_lesions_only():
+    from twin_imaging.models import default_segmentation_package
+
+    package = load_model_package(REPO / "models" / RENAL_CASCADE)  # verifies both ONNX files
+    card = package.card
+    kidneys = ("kidney_right", "kidney_left")
+    assert [s.name for s in card.structures] == [*BTCV_STRUCTURES, "renal_tumor", "renal_cyst"]
+    assert card.refinement.around == kidneys and card.refinement.structures == (*kidneys, "renal_tumor", "renal_cyst")
+    assert card.structure("renal_tumor").attached_to == kidneys == card.structure("renal_cyst").attached_to
+    assert package.onnx_path.stat().st_size + package.refinement_onnx_path.stat().st_size <= 45e6
+    assert card.refinement.preprocessing.spacing_mm == (1.5, 1.5, 1.5)
+    (lesions,) = [e for e in card.evaluations if any(m.structure == "renal_tumor" and m.n_cases for m in e.structures)]
+    assert "synthetic" in lesions.dataset.lower() and "synthetic" in lesions.split.lower()
+    assert "held out" in lesions.split and lesions.n_cases >= 12
+    organs = held_out(card)  # BTCV's expert kidneys, real CT, beside the synthetic masses
+    assert organs.n_cases == 12 and set(kidneys) <= {m.structure for m in organs.structures}
+    assert any("synthetic lesions only" in text for text in card.limitations)
+    assert any("KiTS23" in d.name and "NC" in d.licence for d in card.training.data)
+    assert "not the default" in card.title and default_segmentation_package().card.model_id != RENAL_CASCADE
+    text = (REPO / "model_cards" / f"{RENAL_CASCADE}.md").read_text(encoding="utf-8")
+    assert text == render_markdown_card(card)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from sqlalchemy import create_engine, select
 
-from tests.conftest import NEEDS_RENAL_MASS_MODEL, shared_file
+from tests.conftest import NEEDS_DEFAULT_RENAL_MASS_MODEL, shared_file
 from tests.serving.conftest import GEOMETRY, MAX_UPLOAD_BYTES, SYNC_MAX_BYTES, files_of, zip_of
 from tests.test_expert_intake import KIDNEYS_AND_TUMOUR, TUMOUR
 from twin_imaging.testing import PatientSpec, PhantomAnatomy, SeriesSpec, StudySpec, write_phantom_study
@@ -590,7 +590,7 @@ def mass_study(api, tmp_path_factory):
     return study, analysed.json(), recorded.json()
 
 
-@NEEDS_RENAL_MASS_MODEL
+@NEEDS_DEFAULT_RENAL_MASS_MODEL
 def test_a_renal_mass_the_model_finds_runs_the_scenarios_in_the_analyze_answer(mass_study):
     _, analysed, labs = mass_study
     scenarios = analysed["surgical_scenarios"]

@@ -10,13 +10,14 @@ from twin_imaging.models.card import ModelCard
 
 def render_markdown_card(card: ModelCard) -> str:
     t = card.training
+    maker, again = ("compose_cascade", "compose it again") if card.refinement else ("export", "re-export")
     lines = [
         f"# {card.title}",
         "",
         f"`{card.model_id}` version {card.version} · {card.modality} {card.task} · created {card.created:%Y-%m-%d}",
         "",
-        "> Generated from the package's `card.json` by `training/export.py`; to change the words, edit "
-        f"`training/cards/{card.model_id}.yaml` and re-export, never this file.",
+        f"> Generated from the package's `card.json` by `training/{maker}.py`; to change the words, edit "
+        f"`training/cards/{card.model_id}.yaml` and {again}, never this file.",
         "",
         card.description,
         "",
