@@ -46,7 +46,8 @@ def cascade_card(
     processing of the cascade's structures (``StructureSpec.attached_to``), over what their cards say."""
     names = {s.name for s in first.structures}
     added = [s for s in refinement.structures if s.name not in names]
-    next_label = max(s.label for s in first.structures) + 1
+    # past every class of the first network, named or not: its argmax never writes the refinement's labels
+    next_label = max(first.inference.num_classes, max(s.label for s in first.structures) + 1)
     structures = [
         *first.structures,
         *(s.model_copy(update={"label": next_label + i}) for i, s in enumerate(added)),

@@ -258,7 +258,7 @@ def evaluate(model, datalist_path, data_root, folds, section, tolerance_mm, json
         document = {
             "model_id": package.card.model_id,
             "model_version": package.card.version,
-            "onnx_sha256": package.card.onnx.sha256,
+            "onnx_sha256": package.card.weights_sha256,
             "dataset": datalist.name,
             "reference": datalist.reference,
             "folds": list(folds) or None,

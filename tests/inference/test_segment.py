@@ -194,6 +194,8 @@ def test_a_cascade_relabels_only_the_box_around_its_structures(tmp_path):
     hu[10:20, 10:20, 8:14] = 400  # bone for both
     hu[10:20, 10:20, 14:16] = -10  # soft tissue for the first (>= -30), background for the refinement (< 0)
     hu[30:36, 30:36, 2:6] = -10  # the same, far from the bone
+    hu[21, 12:14, 10:12] = -10  # the last row inside the box along x (bone ends at 19, 2 voxels of margin)
+    hu[22, 12:14, 10:12] = -10  # the first row outside it
     volume = Volume(hu, np.diag([3.0, 3.0, 3.0, 1.0]))  # the model grid: no resampling
     package = write_threshold_model_package(tmp_path / "cascade", refine_around=("bone",), refine_margin_mm=6.0)
     assert package.refinement_onnx_path.is_file() and package.card.refinement.around == ("bone",)
@@ -204,11 +206,12 @@ def test_a_cascade_relabels_only_the_box_around_its_structures(tmp_path):
     expected[box] = threshold_labels(hu[box], (0.0, 200.0))
     np.testing.assert_array_equal(labels, expected)
     assert labels[15, 15, 10] == 2 and labels[15, 15, 15] == 0 and labels[32, 32, 3] == 1
+    assert labels[21, 12, 10] == 0 and labels[22, 12, 10] == 1  # the margin, exactly
 
 
 def test_a_cascade_without_its_around_structure_keeps_the_first_networks_labels(tmp_path):
-    volume = Volume(np.full((20, 20, 10), 50, dtype=np.int16), np.diag([3.0, 3.0, 3.0, 1.0]))
-    volume.array[:3] = -100
+    volume = Volume(np.full((20, 20, 10), -10, dtype=np.int16), np.diag([3.0, 3.0, 3.0, 1.0]))
+    volume.array[:3] = -100  # -10 HU: soft tissue for the first network, background for the refinement
     package = write_threshold_model_package(tmp_path / "cascade", refine_around=("bone",))
     labels = segment_volume(volume, package).labels.array
     np.testing.assert_array_equal(labels, threshold_labels(volume.array))

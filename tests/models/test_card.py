@@ -141,6 +141,14 @@ def test_label_names_and_structure_lookup():
             r"renal_tumor is attached_to \['kidney_left'\]",
         ),
         ([make_structure(1, "liver", attached_to=["liver"])], "liver is attached_to liver"),
+        (
+            [
+                make_structure(1, "kidney_left"),
+                make_structure(2, "renal_tumor", attached_to=["renal_cyst"]),
+                make_structure(3, "renal_cyst", attached_to=["renal_tumor"]),
+            ],
+            r"attached_to \['renal_cyst'\], themselves attached",
+        ),
     ],
 )
 def test_card_refuses_bad_structure_sets(structures, message):

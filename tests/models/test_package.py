@@ -279,6 +279,15 @@ def test_a_cascade_package_holds_and_checks_both_networks(cascade_dir):
     assert package.card.refinement.onnx.sha256 == hashlib.sha256(FAKE_ONNX[::-1]).hexdigest()
     assert package.card.refinement.onnx.size_bytes == len(FAKE_ONNX)
 
+    # one digest for what the answers depend on: other refinement weights, another digest
+    assert make_card().weights_sha256 == make_card().onnx.sha256
+    assert package.card.weights_sha256 not in (package.card.onnx.sha256, package.card.refinement.onnx.sha256)
+    other = write_model_package(
+        cascade_dir.parent / "other", package.card, package.onnx_path, refinement_onnx_source=package.onnx_path
+    )
+    assert other.card.weights_sha256 != package.card.weights_sha256
+    assert other.card.onnx.sha256 == package.card.onnx.sha256
+
     (cascade_dir / "tiny_refinement.onnx").write_bytes(FAKE_ONNX)  # swapped for the first network's file
     with pytest.raises(ModelError, match=r"tiny_refinement\.onnx has sha256 .*changed or damaged"):
         load_model_package(cascade_dir)
@@ -302,13 +311,30 @@ def test_a_refinement_file_goes_with_a_refinement_stage_only(tmp_path, onnx_sour
         ({"structures": ["liver", "liver"]}, "refinement's structures must be unique"),
         ({"structures": ["liver", "spleen", "kidney_left", "liver"]}, "unique"),
         ({"onnx": {**make_card().onnx.model_dump(), "file": "tiny_abdomen.onnx"}}, "another file"),
+        ({"around": ["spleen"], "structures": ["kidney_left", "spleen"]}, None),  # fine: the control
     ],
 )
 def test_a_refinement_stage_that_does_not_fit_the_card_is_refused(overrides, message):
     from pydantic import ValidationError
 
+    if message is None:
+        assert make_card(refinement=make_refinement(**overrides)).refinement.around == ("spleen",)
+        return
     with pytest.raises(ValidationError, match=message):
         make_card(refinement=make_refinement(**overrides))
+
+
+def test_a_crop_around_a_structure_only_the_refinement_outputs_is_refused():
+    from pydantic import ValidationError
+
+    from tests.models.test_card import make_structure
+
+    card = make_card()
+    structures = [*card.model_dump()["structures"], make_structure(4, "renal_tumor")]  # label 4: the refinement's
+    stage = make_refinement(structures=["kidney_left", "renal_tumor"])
+    assert make_card(structures=structures, refinement=stage).structure("renal_tumor").label == 4
+    with pytest.raises(ValidationError, match=r"crop is around \['renal_tumor'\], which the first network"):
+        make_card(structures=structures, refinement={**stage, "around": ["renal_tumor"]})
 
 
 def test_a_refinement_with_more_structures_than_classes_is_refused():

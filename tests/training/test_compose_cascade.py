@@ -77,8 +77,9 @@ def test_the_command_writes_the_package_and_its_human_card(tmp_path, first, refi
     assert card.structure("renal_tumor").attached_to == ("bone", "soft_tissue")
     assert card.model_id == "threshold_cascade" and (tmp_path / "cascade" / "threshold_cascade.onnx").is_file()
     assert "## Refinement stage (a cascade)" in markdown.read_text()
-    assert main([str(first.root), str(first.root), "--around", "bone", "--version", "1", "--out", str(tmp_path / "x"),
-                 "--attached", "liver=bone"]) == 1  # fmt: skip
+    again = [str(first.root), str(refinement_with_a_tumour.root), "--around", "bone", "--version", "1"]
+    assert main([*again, "--out", str(tmp_path / "x"), "--attached", "liver=bone"]) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_cascade_of_a_cascade_and_unknown_structures_are_refused(tmp_path, first, refinement_with_a_tumour):

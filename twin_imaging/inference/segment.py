@@ -139,7 +139,7 @@ class Segmenter:
             labels=volume.with_array(on_source, label_names=self.card.label_names()),
             model_id=self.card.model_id,
             model_version=self.card.version,
-            onnx_sha256=self.card.onnx.sha256,
+            onnx_sha256=self.card.weights_sha256,
             providers=self.providers,
             timings_s=timings,
         )

@@ -31,7 +31,7 @@ def derived_uid(source_headers: Sequence[Dataset], card, kind: str, *content: st
     """``kind`` names the object and level, e.g. "seg.series", "seg.instance", "sr.instance"; ``content`` is what
     defines an instance beyond its inputs and model (e.g. ``content_digest`` of the label map)."""
     sources = [str(h.SOPInstanceUID) for h in source_headers]
-    return uid_from("twin-imaging", kind, card.model_id, card.version, card.onnx.sha256, *sources, *content)
+    return uid_from("twin-imaging", kind, card.model_id, card.version, card.weights_sha256, *sources, *content)
 
 
 def content_digest(array: np.ndarray) -> str:

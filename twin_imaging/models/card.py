@@ -7,6 +7,7 @@ A model package is a folder holding ``card.json`` (this schema) and the ONNX fil
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Literal
 
@@ -179,8 +180,9 @@ class OnnxFile(_Strict):
 
 class RefinementStage(_Strict):
     """A second network run on a crop around structures the first one found: a finer look at one region (the
-    kidneys and their masses at 1.5 mm, where the organs are found at 3 mm). Inside the crop its labels replace
-    those of the structures it outputs; outside, the first network's labels stand."""
+    kidneys and their masses at 1.5 mm, where the organs are found at 3 mm). Inside the crop its labels win: a voxel
+    it gives one of its structures is that structure whatever the first network said, and a voxel the first network
+    gave one of those structures and it calls background becomes background; outside, the first network's stand."""
 
     around: tuple[str, ...] = Field(min_length=1, description="structures whose joint bounding box is the crop")
     margin_mm: float = Field(default=25.0, ge=0.0, description="added to the box on every side")
@@ -227,6 +229,13 @@ class ModelCard(_Strict):
                 raise ValueError(
                     f"{spec.name} is attached_to {unknown or spec.name}: not another structure of the model"
                 )
+        attached = {spec.name for spec in self.structures if spec.attached_to}
+        for spec in self.structures:
+            if attached & set(spec.attached_to):  # masses anchoring each other would keep a pair far from any kidney
+                raise ValueError(
+                    f"{spec.name} is attached_to {sorted(attached & set(spec.attached_to))}, themselves "
+                    "attached: anchors must be structures that stand on their own"
+                )
         refined = set(self.refinement.structures) if self.refinement is not None else set()
         first = [s.label for s in self.structures if s.name not in refined]  # a refinement may add structures
         if max(first, default=0) >= self.inference.num_classes:
@@ -240,6 +249,9 @@ class ModelCard(_Strict):
             unknown = sorted((set(stage.around) | set(stage.structures)) - set(names))
             if unknown:
                 raise ValueError(f"the refinement names structures the card lacks: {unknown}")
+            later = sorted(n for n in stage.around if self.structure(n).label >= self.inference.num_classes)
+            if later:  # the crop is found before the refinement runs
+                raise ValueError(f"the refinement's crop is around {later}, which the first network does not output")
             if stage.onnx.file == self.onnx.file:
                 raise ValueError("the refinement's ONNX file must be another file than the first network's")
             if len(set(stage.structures)) != len(stage.structures):
@@ -255,6 +267,14 @@ class ModelCard(_Strict):
 
     def label_names(self) -> dict[int, str]:
         return {s.label: s.name for s in self.structures}
+
+    @property
+    def weights_sha256(self) -> str:
+        """What the model's answers depend on, as one digest: the ONNX file's sha256, or for a cascade the sha256 of
+        both files' hashes (so that new refinement weights under the same version are told apart)."""
+        if self.refinement is None:
+            return self.onnx.sha256
+        return hashlib.sha256(f"{self.onnx.sha256}+{self.refinement.onnx.sha256}".encode()).hexdigest()
 
     def structure(self, name: str) -> StructureSpec:
         for spec in self.structures:

@@ -101,8 +101,9 @@ def _refinement(card: ModelCard) -> list[str]:
         f"- A second network runs on the box around {', '.join(stage.around)} (plus {stage.margin_mm:g} mm on every "
         f"side) as the first network found them, resampled to {' × '.join(f'{v:g}' for v in p.spacing_mm)} mm, "
         f"HU window [{p.intensity.window_min_hu:g}, {p.intensity.window_max_hu:g}], sliding window of "
-        f"{' × '.join(map(str, i.patch_size_voxels))} voxels. Inside that box its labels replace those of "
-        f"{', '.join(stage.structures)}; outside it, the first network's stand.",
+        f"{' × '.join(map(str, i.patch_size_voxels))} voxels. Inside that box its labels win: a voxel it gives "
+        f"{', '.join(stage.structures)} is that structure, whatever the first network said, and one the first gave "
+        "them and it calls background becomes background; outside the box, the first network's labels stand.",
         f"- Its training: recipe `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; {t.max_steps} steps, "
         f"seed {t.seed}; {t.duration_s / 60:.1f} min on {t.hardware}"
         + (f", code {t.code_version}." if t.code_version else "."),
