@@ -44,6 +44,9 @@ def cascade_card(
 ) -> ModelCard:
     """The cascade's card (ONNX hashes still the sources' until the package is written). ``attached_to``: post-
     processing of the cascade's structures (``StructureSpec.attached_to``), over what their cards say."""
+    ordered = sorted(refinement.structures, key=lambda s: s.label)
+    if [s.label for s in ordered] != list(range(1, len(ordered) + 1)):
+        raise ValueError(f"{refinement.model_id}'s labels must run 1..N in its output order")
     names = {s.name for s in first.structures}
     added = [s for s in refinement.structures if s.name not in names]
     # past every class of the first network, named or not: its argmax never writes the refinement's labels
@@ -63,16 +66,12 @@ def cascade_card(
     stage = RefinementStage(
         around=tuple(around),
         margin_mm=margin_mm,
-        structures=tuple(s.name for s in sorted(refinement.structures, key=lambda s: s.label)),
+        structures=tuple(s.name for s in ordered),
         preprocessing=refinement.preprocessing,
         inference=refinement.inference,
         onnx=refinement.onnx.model_copy(update={"file": f"{refinement.model_id}.onnx"}),
         training=refinement.training,
     )
-    if [s.label for s in sorted(refinement.structures, key=lambda s: s.label)] != list(
-        range(1, len(refinement.structures) + 1)
-    ):
-        raise ValueError(f"{refinement.model_id}'s labels must run 1..N in its output order")
     words = dict(words)
     data = tuple(DatasetReference(**entry) for entry in words.pop("training_data", [])) or first.training.data
     training = first.training.model_copy(

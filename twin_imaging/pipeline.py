@@ -92,9 +92,8 @@ def read_study(path: str | os.PathLike, *, series_instance_uid: str | None = Non
     if blank:  # refused before any decoding: the SEG and SR would fail after the segmentation
         raise DicomInputError(
             f"{blank} of the {len(scan.chosen.frames)} images (frames) of series {scan.chosen.label} have no SOP "
-            "Instance UID: "
-            "the results (DICOM SEG and SR) could not reference them, and a PACS would refuse them; send the series "
-            "through the PACS (which assigns UIDs) or give each image its UID"
+            "Instance UID: the results (DICOM SEG and SR) could not reference them, and a PACS would refuse them; "
+            "send the series through the PACS (which assigns UIDs) or give each image its UID"
         )
     volume = load_series(scan.chosen)
     candidates = [

@@ -71,6 +71,13 @@ class Segmenter:
             on_cpu = True  # its threads are ONNX Runtime's default (every core): one window at a time
             self.concurrent_windows = concurrent_windows or settings.onnx_concurrent_windows or 1
         self.batch_size = batch_size or (1 if on_cpu else 2)
+        # the card's post-processing, derived once: label values to keep whole, and mass → anchors to touch
+        self._largest = [s.label for s in self.card.structures if s.keep_largest_component]
+        self._attachments = {
+            s.label: [self.card.structure(a).label for a in s.attached_to]
+            for s in self.card.structures
+            if s.attached_to
+        }
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -114,8 +121,7 @@ class Segmenter:
         timings["resample_back"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        largest = [s.label for s in self.card.structures if s.keep_largest_component]
-        on_source = keep_largest_components(on_source, largest, in_place=True)  # a map of our own
+        on_source = keep_largest_components(on_source, self._largest, in_place=True)  # a map of our own
         timings["postprocess"] = time.perf_counter() - start
 
         if self.refinement_session is not None:
@@ -127,12 +133,8 @@ class Segmenter:
             timings["refine"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        labels_by_name = {s.name: s.label for s in self.card.structures}
-        attachments = {
-            s.label: [labels_by_name[a] for a in s.attached_to] for s in self.card.structures if s.attached_to
-        }
-        if attachments:  # after the largest components: a kidney's stray fragment anchors nothing
-            on_source = keep_attached_components(on_source, attachments, in_place=True)
+        if self._attachments:  # after the largest components: a kidney's stray fragment anchors nothing
+            on_source = keep_attached_components(on_source, self._attachments, in_place=True)
         timings["postprocess"] += time.perf_counter() - start
 
         return SegmentationResult(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from twin_imaging.models.card import ModelCard
+from twin_imaging.models.card import ModelCard, TrainingRecord
 
 
 def render_markdown_card(card: ModelCard) -> str:
@@ -74,11 +74,7 @@ def render_markdown_card(card: ModelCard) -> str:
     for d in t.data:
         lines.append(f"- **{d.name}** ({d.n_cases} case(s); licence {d.licence}): {d.description}. Labels: {d.labels}.")
     lines += [
-        f"- Recipe: `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; "
-        f"{t.max_steps} steps, seed {t.seed}.",
-        f"- Trained in {t.duration_s / 60:.1f} min on {t.hardware}"
-        + (f", code {t.code_version}." if t.code_version else "."),
-        *[f"- {run}" for run in t.extra_runs],
+        *_training_lines(t),
         f"- ONNX: `{card.onnx.file}`, {card.onnx.size_bytes / 1e6:.1f} MB, opset {card.onnx.opset}, sha256 "
         f"`{card.onnx.sha256}`" + _parity(card),
         "",
@@ -90,11 +86,22 @@ def render_markdown_card(card: ModelCard) -> str:
     return "\n".join(lines)
 
 
+def _training_lines(t: TrainingRecord) -> list[str]:
+    """A training record as list items: recipe and network, time and hardware, other runs."""
+    return [
+        f"- Recipe: `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; "
+        f"{t.max_steps} steps, seed {t.seed}.",
+        f"- Trained in {t.duration_s / 60:.1f} min on {t.hardware}"
+        + (f", code {t.code_version}." if t.code_version else "."),
+        *[f"- {run}" for run in t.extra_runs],
+    ]
+
+
 def _refinement(card: ModelCard) -> list[str]:
     stage = card.refinement
     if stage is None:
         return []
-    p, i, t = stage.preprocessing, stage.inference, stage.training
+    p, i = stage.preprocessing, stage.inference
     return [
         "## Refinement stage (a cascade)",
         "",
@@ -104,10 +111,8 @@ def _refinement(card: ModelCard) -> list[str]:
         f"{' × '.join(map(str, i.patch_size_voxels))} voxels. Inside that box its labels win: a voxel it gives "
         f"{', '.join(stage.structures)} is that structure, whatever the first network said, and one the first gave "
         "them and it calls background becomes background; outside the box, the first network's labels stand.",
-        f"- Its training: recipe `{t.recipe}`; network {t.network}, {t.parameters:,} parameters; {t.max_steps} steps, "
-        f"seed {t.seed}; {t.duration_s / 60:.1f} min on {t.hardware}"
-        + (f", code {t.code_version}." if t.code_version else "."),
-        *[f"- {run}" for run in t.extra_runs],
+        "- Its training:",
+        *(f"  {line}" for line in _training_lines(stage.training)),
         f"- ONNX: `{stage.onnx.file}`, {stage.onnx.size_bytes / 1e6:.1f} MB, opset {stage.onnx.opset}, sha256 "
         f"`{stage.onnx.sha256}`.",
         "",
