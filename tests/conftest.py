@@ -61,11 +61,6 @@ NEEDS_RENAL_MASS_MODEL = pytest.mark.skipif(
     reason="no installed model labels renal tumours or cysts (models/abdomen_ct_fast_renal: compose it as the README "
     "says)",
 )
-NEEDS_DEFAULT_RENAL_MASS_MODEL = pytest.mark.skipif(
-    renal_mass_model() != get_settings().default_segmentation_model,
-    reason="the default organ model labels no renal tumour or cyst (the renal cascade is opt-in); the API's server "
-    "runs with the default",
-)
 
 
 def require_tool(name: str) -> str:

@@ -28,8 +28,10 @@ KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 class Listener:
-    def __init__(self, root: Path, port: int, orthanc: OrthancServer) -> None:
+    def __init__(self, root: Path, port: int, orthanc: OrthancServer, **settings: str) -> None:
+        """settings: extra TWIN_IMAGING_* variables of the site (e.g. default_segmentation_model)."""
         self.root, self.port, self.orthanc = root, port, orthanc
+        self.settings = {f"TWIN_IMAGING_{name.upper()}": value for name, value in settings.items()}
         self.process = None
 
     def start(self) -> Listener:
@@ -39,6 +41,7 @@ class Listener:
             "TWIN_IMAGING_PACS_USERNAME": "twin",
             "TWIN_IMAGING_PACS_PASSWORD": "pacs-secret",
             "TWIN_IMAGING_OUTBOX_RETRY_SECONDS": "1",
+            **self.settings,
         }
         command = [
             str(Path(sys.executable).parent / "twin-imaging"),
@@ -307,16 +310,31 @@ def _c_store_answers(port: int, datasets) -> list:
     return answers
 
 
-def test_a_radiologists_seg_comes_in_by_c_store_and_a_bad_one_is_refused_with_the_reason(pacs, tmp_path):
+@pytest.fixture(scope="module")
+def renal_listener(pacs, tmp_path_factory):
+    """A second listener, on the same PACS, of a site that opted in to the renal cascade as its default model (the
+    product default where none is installed: the SEG part of the test needs no model mask)."""
+    from tests.conftest import renal_mass_model
+    from twin_imaging.settings import get_settings
+
+    orthanc, _ = pacs
+    model = renal_mass_model() or get_settings().default_segmentation_model
+    listener = Listener(
+        tmp_path_factory.mktemp("renal_listener"), free_port(), orthanc, default_segmentation_model=model
+    ).start()
+    yield orthanc, listener, model
+    listener.stop()
+
+
+def test_a_radiologists_seg_comes_in_by_c_store_and_a_bad_one_is_refused_with_the_reason(renal_listener, tmp_path):
     from tests.conftest import renal_mass_model
     from tests.test_expert_intake import KIDNEYS_AND_TUMOUR, TUMOUR
     from twin_imaging.outcome.twin_scenarios import current_scenarios
-    from twin_imaging.settings import get_settings
     from twin_imaging.testing import PhantomAnatomy
     from twin_imaging.testing.expert_seg import radiologist_seg
     from twin_imaging.twin.store import TwinStore
 
-    orthanc, listener = pacs
+    orthanc, listener, model = renal_listener
     study = write_phantom_study(
         tmp_path / "mass",
         (SeriesSpec(geometry=GEOMETRY),),
@@ -343,8 +361,7 @@ def test_a_radiologists_seg_comes_in_by_c_store_and_a_bad_one_is_refused_with_th
         expert_source = f"expert_seg:{seg.SOPInstanceUID}"
         sources_of = {p.mask_source for p in summary.predictions}
         assert expert_source in sources_of and sources_of <= {expert_source, "model"}
-        if renal_mass_model() == get_settings().default_segmentation_model:  # the listener's model found the tumour:
-            # its scenarios ran at C-STORE time
+        if model == renal_mass_model():  # the listener's model found the tumour: its scenarios ran at C-STORE time
             assert "model" in sources_of
         (current,) = current_scenarios(summary)
         assert current["mask_source"] == expert_source  # the scenarios that count ran on the radiologist's masks
