@@ -299,6 +299,28 @@ def test_a_liver_cut_by_the_scan_is_marked_for_review_in_every_output(tmp_path, 
     assert {r.code for r in analysis.review_reasons} >= {"cut_by_field_of_view"}
 
 
+def test_a_mass_the_model_leaves_out_for_touching_nothing_is_a_review_reason(tmp_path):
+    """The card's attached_to drops a component touching none of its anchors; from 1 mL on, results.json says what
+    was left out, so that a mass of an organ the model missed does not vanish silently."""
+    from twin_imaging.io import write_nifti
+    from twin_imaging.testing.tiny_model import write_threshold_model_package
+    from twin_imaging.volume import Volume
+
+    hu = np.full((40, 40, 20), -60, dtype=np.int16)
+    hu[4:36, 4:36, 2:8] = 50  # soft tissue
+    hu[10:20, 10:20, 8:12] = 400  # bone on the soft tissue: kept
+    hu[28:33, 28:33, 14:18] = 400  # 5 x 5 x 4 voxels of 27 mm^3 = 2.7 mL of bone touching nothing: left out
+    write_nifti(Volume(hu, np.diag([3.0, 3.0, 3.0, 1.0])), tmp_path / "ct.nii.gz")
+    package = write_threshold_model_package(tmp_path / "model", attached_to={"bone": ["soft_tissue"]})
+    result = analyze_study(tmp_path / "ct.nii.gz", tmp_path / "out", segmenter=Segmenter(package))
+    document = AnalysisDocument.model_validate_json((tmp_path / "out" / "results.json").read_text())
+    (reason,) = [r for r in document.review.reasons if r.code == "unattached_mass_left_out"]
+    assert reason.structures == ["bone"] and "2.7 mL of bone touching no soft tissue" in reason.message
+    assert document.review.required
+    bone = next(m for m in result.measurements if m.name == "bone")
+    assert bone.volume_ml == pytest.approx(10 * 10 * 4 * 27 / 1000)  # the measurement is of what was kept
+
+
 def test_a_whole_phantom_needs_no_review(phantom_analysis):
     _, result, _ = phantom_analysis
     assert result.document.review.required is False and result.document.review.reasons == []

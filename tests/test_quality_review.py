@@ -101,6 +101,28 @@ def test_a_renal_mass_found_by_a_model_waits_for_a_radiologist(truth, card):
     assert not any(r.code == RENAL_MASS_NOT_VALIDATED for r in review(truth, with_masses))  # none found: no flag
 
 
+def test_a_mass_left_out_for_touching_no_kidney_is_a_reason_from_one_millilitre(truth, card):
+    from twin_imaging.models.structures import BUILTIN_STRUCTURES, structure_specs
+    from twin_imaging.quality_review import UNATTACHED_MASS_LEFT_OUT
+
+    names = [s.name for s in card.structures] + ["renal_tumor", "renal_cyst"]
+    specs = structure_specs(names, BUILTIN_STRUCTURES)
+    kidneys = ("kidney_right", "kidney_left")
+    specs = [s.model_copy(update={"attached_to": kidneys}) if s.name.startswith("renal_") else s for s in specs]
+    with_masses = card.model_copy(update={"structures": specs})
+    measurements = measure_structures(truth, label_names=with_masses.label_names(), tubular=["aorta"])
+
+    def left_out(dropped_ml):
+        reasons = review_segmentation(measurements, truth.shape, truth.affine_ras, with_masses, dropped_ml)
+        return [r for r in reasons if r.code == UNATTACHED_MASS_LEFT_OUT]
+
+    (reason,) = left_out({"renal_tumor": 2.54, "renal_cyst": 0.99})
+    assert reason.structures == ("renal_tumor",)  # the cyst's speck is under the 1 mL that is reported
+    assert "2.5 mL of" in reason.message and "right kidney or left kidney" in reason.message.lower()
+    assert left_out({"renal_cyst": 0.5}) == [] and left_out({}) == []
+    assert review_segmentation(measurements, truth.shape, truth.affine_ras, with_masses) == review(truth, with_masses)
+
+
 def test_every_review_code_can_be_written_to_the_sr_and_results_json():
     """A reason the review can give must reach every output (a renal mass once crashed the SR writer)."""
     from typing import get_args

@@ -61,8 +61,10 @@ def measure_and_write(
     timings: dict[str, float],
     *,
     threads: int | None = None,
+    unattached_dropped_ml: dict[str, float] | None = None,
 ) -> AnalysisOutputs:
     """Measure the structures of ``labels``, review them, and write every output into ``out_dir``.
+    ``unattached_dropped_ml``: what the segmenter left out of the masks, for the review (``SegmentationResult``).
 
     ``timings`` receives the seconds of the measurements (``measure``) and of each writer (``write.<name>``); they
     overlap, so their sum is more than the wall time.
@@ -70,7 +72,7 @@ def measure_and_write(
     workers = get_settings().output_threads if threads is None else threads
     jobs = _Jobs(timings, max(1, workers))
     try:
-        measured = jobs.submit("measure", _measure, labels, image, card)
+        measured = jobs.submit("measure", _measure, labels, image, card, unattached_dropped_ml or {})
         jobs.submit("write.labels_nifti", _labels_nifti, labels, out_dir)
         jobs.submit("write.viewer", _viewer, image, labels, out_dir)
         # a SEG needs at least one structure: the same condition as "some structure was measured", since every
@@ -120,10 +122,12 @@ class _Jobs:
         self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-def _measure(labels: Volume, image: Volume, card: ModelCard) -> tuple[list[StructureMeasurement], list[ReviewReason]]:
+def _measure(
+    labels: Volume, image: Volume, card: ModelCard, unattached_dropped_ml: dict[str, float]
+) -> tuple[list[StructureMeasurement], list[ReviewReason]]:
     tubular = [s.name for s in card.structures if s.type.value in TUBULAR_CODES]
     measurements = measure_structures(labels, image, label_names=card.label_names(), tubular=tubular)
-    return measurements, review_segmentation(measurements, labels.shape, labels.affine_ras, card)
+    return measurements, review_segmentation(measurements, labels.shape, labels.affine_ras, card, unattached_dropped_ml)
 
 
 def _labels_nifti(labels: Volume, out_dir: Path) -> list[OutputFile]:

@@ -137,7 +137,15 @@ def analyze_study(
     labels = segmentation.labels
     notify("measure", 0, 1)  # the measurements and the writers run together from here
     with _timed(timings, "measure and write"):
-        written = measure_and_write(study.volume, labels, study.source_headers, card, out_dir, timings)
+        written = measure_and_write(
+            study.volume,
+            labels,
+            study.source_headers,
+            card,
+            out_dir,
+            timings,
+            unattached_dropped_ml=segmentation.unattached_dropped_ml,
+        )
     measurements, review, outputs = written.measurements, written.review, written.files
 
     timings["total"] = time.perf_counter() - analysis_start  # the stages overlap: this is the wall time

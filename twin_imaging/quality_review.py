@@ -8,14 +8,17 @@
   the other: a mirrored image, a wrong orientation header, situs inversus or a segmentation error;
 - ``renal_mass_not_validated``: the model found a renal tumour or cyst, and its tumour and cyst masks were measured
   on synthetic lesions only (no CT of a real renal tumour with expert masks is available to the project): every such
-  analysis waits for a radiologist, who may send a SEG that replaces the masks.
+  analysis waits for a radiologist, who may send a SEG that replaces the masks;
+- ``unattached_mass_left_out``: the model labelled at least ``LEFT_OUT_REPORTED_ML`` of a structure that must touch
+  another (a renal mass its kidney, card ``attached_to``) away from it, and that part was left out of the masks: a
+  mass of a kidney the model did not find, or a false finding, and either way a human should look.
 
 The review never changes the labels or the measurements; it says where they need a human look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +31,15 @@ CUT_BY_FIELD_OF_VIEW = "cut_by_field_of_view"
 VOLUME_OUTSIDE_ADULT_RANGE = "volume_outside_adult_range"
 UNEXPECTED_LATERALITY = "unexpected_laterality"
 RENAL_MASS_NOT_VALIDATED = "renal_mass_not_validated"
-REVIEW_CODES = (CUT_BY_FIELD_OF_VIEW, VOLUME_OUTSIDE_ADULT_RANGE, UNEXPECTED_LATERALITY, RENAL_MASS_NOT_VALIDATED)
+UNATTACHED_MASS_LEFT_OUT = "unattached_mass_left_out"
+REVIEW_CODES = (
+    CUT_BY_FIELD_OF_VIEW,
+    VOLUME_OUTSIDE_ADULT_RANGE,
+    UNEXPECTED_LATERALITY,
+    RENAL_MASS_NOT_VALIDATED,
+    UNATTACHED_MASS_LEFT_OUT,
+)
+LEFT_OUT_REPORTED_ML = 1.0  # smaller unattached specks are noise at a kidney's edge, not worth a radiologist's look
 RENAL_MASS_CODES = frozenset({"108369006", "4147007", "367643001"})  # SNOMED CT neoplasm, mass, cyst
 _RAS_DIRECTIONS = (("right", "left"), ("anterior", "posterior"), ("superior", "inferior"))  # +, - along x, y, z
 
@@ -45,8 +56,10 @@ def review_segmentation(
     shape: tuple[int, int, int],
     affine_ras: np.ndarray,
     card: ModelCard,
+    unattached_dropped_ml: Mapping[str, float] | None = None,
 ) -> list[ReviewReason]:
-    """The reasons (possibly none) why this segmentation needs a human look, in structure order."""
+    """The reasons (possibly none) why this segmentation needs a human look, in structure order.
+    ``unattached_dropped_ml``: structure → mL the segmenter left out for touching none of its anchors."""
     specs = {s.name: s for s in card.structures}
     reasons: list[ReviewReason] = []
     for m in measurements:
@@ -87,7 +100,31 @@ def review_segmentation(
                 "a radiologist must check the tumour and cyst masks (a SEG sent back replaces them)",
             )
         )
+    reasons += _left_out(unattached_dropped_ml or {}, specs)
     return reasons
+
+
+def _left_out(dropped_ml: Mapping[str, float], specs: dict[str, StructureSpec]) -> list[ReviewReason]:
+    left_out = {name: ml for name, ml in dropped_ml.items() if name in specs and ml >= LEFT_OUT_REPORTED_ML}
+    if not left_out:
+        return []
+
+    def anchors(name: str) -> str:
+        named = [specs[a].display_name.lower() for a in specs[name].attached_to if a in specs]
+        return " or ".join(named) or "structure it must touch"
+
+    said = "; ".join(
+        f"{ml:.1f} mL of {specs[name].display_name.lower()} touching no {anchors(name)}"
+        for name, ml in left_out.items()
+    )
+    return [
+        ReviewReason(
+            UNATTACHED_MASS_LEFT_OUT,
+            tuple(left_out),
+            f"left out of the masks: {said}. A mass of an organ the model did not find, or a false finding: "
+            "look beside the organs",
+        )
+    ]
 
 
 def _edges_touched(m: StructureMeasurement, shape: tuple[int, int, int], affine: np.ndarray) -> list[str]:

@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULTS_SCHEMA = "twin-imaging/analysis-result"
-RESULTS_SCHEMA_VERSION = "2.0"  # 2.0: max_diameter_mm renamed greatest_extent_mm; principal extents, short axis
-# and the quality review added
+# 2.0: max_diameter_mm renamed greatest_extent_mm; principal extents, short axis and the quality review added;
+# 2.1: the review code unattached_mass_left_out
+RESULTS_SCHEMA_VERSION = "2.1"
 
 
 class _Model(BaseModel):
@@ -92,7 +93,11 @@ class StructureReport(_Model):
 
 class ReviewReasonReport(_Model):
     code: Literal[
-        "cut_by_field_of_view", "volume_outside_adult_range", "unexpected_laterality", "renal_mass_not_validated"
+        "cut_by_field_of_view",
+        "volume_outside_adult_range",
+        "unexpected_laterality",
+        "renal_mass_not_validated",
+        "unattached_mass_left_out",
     ]
     structures: list[str]
     message: str
@@ -116,7 +121,7 @@ class OutputFile(_Model):
 
 class AnalysisDocument(_Model):
     schema_: Literal["twin-imaging/analysis-result"] = Field(default=RESULTS_SCHEMA, alias="schema")
-    schema_version: Literal["2.0"] = RESULTS_SCHEMA_VERSION
+    schema_version: Literal["2.1"] = RESULTS_SCHEMA_VERSION
     created: datetime
     software: dict[str, str]
     input: InputReport

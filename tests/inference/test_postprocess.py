@@ -109,6 +109,17 @@ def test_only_renal_masses_that_touch_a_kidney_stay():
     assert (labels[21:24, 20:24, 20:24] == TUMOUR).all()
 
 
+def test_the_dropped_voxels_are_counted_per_structure():
+    dropped: dict[int, int] = {}
+    keep_attached_components(_kidneys_and_masses(), RENAL_MASSES, dropped_voxels=dropped)
+    assert dropped == {TUMOUR: 3 * 4 * 4, CYST: 4 * 3 * 3}  # the lone tumour and the lone cyst, nothing else
+    labels = _kidneys_and_masses()
+    labels[21:24, 20:24, 20:24] = labels[2:6, 25:28, 25:28] = 0
+    nothing: dict[int, int] = {}
+    keep_attached_components(labels, RENAL_MASSES, dropped_voxels=nothing)
+    assert nothing == {}
+
+
 def test_a_diagonal_contact_counts_and_another_organ_does_not_anchor():
     labels = np.zeros((10, 10, 10), dtype=np.uint8)
     labels[2:4, 2:4, 2:4] = KIDNEY_LEFT

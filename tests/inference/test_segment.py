@@ -180,11 +180,13 @@ def test_attached_structures_keep_only_components_touching_their_anchors(tmp_pat
     plain = segment_volume(volume, write_threshold_model_package(tmp_path / "plain")).labels.array
     package = write_threshold_model_package(tmp_path / "attached", attached_to={"bone": ["soft_tissue"]})
     assert package.card.structure("bone").attached_to == ("soft_tissue",)
-    cleaned = segment_volume(volume, package).labels.array
+    result = segment_volume(volume, package)
+    cleaned = result.labels.array
 
     expected = plain.copy()
     expected[30:32, 30:32, 14:16] = 0  # the bone blob far from any soft tissue goes
     np.testing.assert_array_equal(cleaned, expected)
+    assert result.unattached_dropped_ml == pytest.approx({"bone": 2 * 2 * 2 * 27 / 1000})  # and is accounted for
     # the block (z 10:18, two slices above the soft tissue) stays through the bridge it touches
     assert np.count_nonzero(cleaned == 2) == 10 * 10 * 8 + 2 * 2 * 4
 

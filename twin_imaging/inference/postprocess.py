@@ -37,14 +37,20 @@ def keep_largest_components(labels: np.ndarray, label_values: Iterable[int], *, 
 
 
 def keep_attached_components(
-    labels: np.ndarray, attachments: Mapping[int, Collection[int]], *, in_place: bool = False
+    labels: np.ndarray,
+    attachments: Mapping[int, Collection[int]],
+    *,
+    in_place: bool = False,
+    dropped_voxels: dict[int, int] | None = None,
 ) -> np.ndarray:
     """Drop each component of an attached structure that touches none of its anchors (26-connected).
 
     ``attachments``: label value → the label values it must touch. Structures with the same anchors are judged
     together, so that a cyst touching a tumour that touches the kidney stays. A structure whose anchors are all
     absent loses every voxel: a renal mass is not reported without the kidney it grows from. (scipy's labelling on
-    the union of the group and its anchors does the work; no library offers this rule as such.)
+    the union of the group and its anchors does the work; no library offers this rule as such.) ``dropped_voxels``,
+    where given, receives the number of voxels dropped per label value (only values that lost some), so that the
+    caller can say what was left out.
     """
     if not in_place:
         labels = labels.copy(order="K")
@@ -60,5 +66,10 @@ def keep_attached_components(
         attached, anchored = attached[box], anchored[box]
         components, _ = ndimage.label(attached | anchored, structure=_FULL_CONNECTIVITY)
         keep = np.unique(components[anchored])
-        labels[box][attached & ~np.isin(components, keep[keep != 0])] = 0
+        region = labels[box]  # a view: written in place
+        dropped = attached & ~np.isin(components, keep[keep != 0])
+        if dropped_voxels is not None and dropped.any():
+            values, counts = np.unique(region[dropped], return_counts=True)
+            dropped_voxels.update({int(v): int(c) for v, c in zip(values, counts, strict=True)})
+        region[dropped] = 0
     return labels

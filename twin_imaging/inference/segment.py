@@ -33,6 +33,8 @@ class SegmentationResult:
     onnx_sha256: str
     providers: tuple[str, ...]
     timings_s: dict[str, float] = field(default_factory=dict)
+    # structure → mL of its components dropped for touching none of their anchors (card ``attached_to``)
+    unattached_dropped_ml: dict[str, float] = field(default_factory=dict)
 
 
 class Segmenter:
@@ -133,9 +135,12 @@ class Segmenter:
             timings["refine"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        dropped_voxels: dict[int, int] = {}
         if self._attachments:  # after the largest components: a kidney's stray fragment anchors nothing
-            on_source = keep_attached_components(on_source, self._attachments, in_place=True)
+            keep_attached_components(on_source, self._attachments, in_place=True, dropped_voxels=dropped_voxels)
         timings["postprocess"] += time.perf_counter() - start
+        voxel_ml = float(np.prod(volume.spacing_mm)) / 1000.0
+        names = self.card.label_names()
 
         return SegmentationResult(
             labels=volume.with_array(on_source, label_names=self.card.label_names()),
@@ -144,6 +149,7 @@ class Segmenter:
             onnx_sha256=self.card.weights_sha256,
             providers=self.providers,
             timings_s=timings,
+            unattached_dropped_ml={names[value]: count * voxel_ml for value, count in sorted(dropped_voxels.items())},
         )
 
     def _refine(self, volume: Volume, labels: np.ndarray) -> tuple[str, ...]:

@@ -43,6 +43,7 @@ REVIEW_REASONS = {  # quality_review codes → the SR's coded reason
     "volume_outside_adult_range": hd.sr.CodedConcept("VOL-RANGE", "99TWIN", "Volume outside the adult range"),
     "unexpected_laterality": hd.sr.CodedConcept("LATERALITY", "99TWIN", "Unexpected laterality"),
     "renal_mass_not_validated": hd.sr.CodedConcept("RENAL-MASS", "99TWIN", "Renal mass model not validated"),
+    "unattached_mass_left_out": hd.sr.CodedConcept("MASS-LEFT-OUT", "99TWIN", "Mass away from its organ left out"),
 }
 
 
