@@ -219,6 +219,29 @@ def test_a_cascade_without_its_around_structure_keeps_the_first_networks_labels(
     np.testing.assert_array_equal(labels, threshold_labels(volume.array))
 
 
+@pytest.mark.parametrize(
+    ("bone_x", "probe_x", "probe_refined"), [(100, 50, False), (30, 20, True)], ids=["far", "near"]
+)
+def test_a_cascade_refines_structures_far_apart_in_separate_crops(tmp_path, bone_x, probe_x, probe_refined):
+    """Boxes more than 100 mm apart are refined one by one (the space between them is left to the first network);
+    nearer ones as one crop, as the kidneys are."""
+    hu = np.full((120, 20, 10), -60, dtype=np.int16)  # fat: background for both networks
+    hu[2:8, 5:15, 3:7] = -10  # soft tissue for both
+    hu[bone_x : bone_x + 6, 5:15, 3:7] = 400  # bone for both
+    hu[probe_x, 5:15, 3:7] = -40  # background for the first network, soft tissue for the refinement
+    volume = Volume(hu, np.diag([3.0, 3.0, 3.0, 1.0]))
+    package = write_threshold_model_package(
+        tmp_path / "cascade",
+        refine_around=("soft_tissue", "bone"),
+        refine_thresholds_hu=(-50.0, 200.0),
+        refine_margin_mm=6.0,
+    )
+    labels = segment_volume(volume, package).labels.array
+    assert (labels[2:8, 5:15, 3:7] == 1).all() and (labels[bone_x : bone_x + 6, 5:15, 3:7] == 2).all()
+    assert (labels[probe_x, 5:15, 3:7] == (1 if probe_refined else 0)).all()
+    assert (labels[9, 5:15, 3:7] == 0).all()  # fat inside the crop: background for both
+
+
 @pytest.mark.parametrize("damage", ["swapped", "truncated"])
 def test_changed_onnx_file_is_refused_before_a_session_is_built(tmp_path, monkeypatch, damage):
     package = write_threshold_model_package(tmp_path / "package")

@@ -153,14 +153,19 @@ class Segmenter:
         )
 
     def _refine(self, volume: Volume, labels: np.ndarray) -> tuple[str, ...]:
-        """Run the refinement network on the box around its ``around`` structures (plus the margin) and write its
-        labels into ``labels`` there, in place. Returns the structures it rewrote; none where the first network
-        found none of the ``around`` structures (nothing to look at more closely)."""
+        """Run the refinement network on the box around its ``around`` structures (plus the margin; two boxes where
+        they lie far apart, ``_boxes_around``) and write its labels into ``labels`` there, in place. Returns the
+        structures it rewrote; none where the first network found none of the ``around`` structures (nothing to look
+        at more closely)."""
         stage = self.card.refinement
         values = [self.card.structure(name).label for name in stage.around]
-        box = _box_around(labels, values, volume.spacing_mm, stage.margin_mm)
-        if box is None:
-            return ()
+        boxes = _boxes_around(labels, values, volume.spacing_mm, stage.margin_mm)
+        for box in boxes:
+            self._refine_box(volume, labels, box)
+        return stage.structures if boxes else ()
+
+    def _refine_box(self, volume: Volume, labels: np.ndarray, box: tuple[slice, slice, slice]) -> None:
+        stage = self.card.refinement
         crop = volume.cropped(box)
         prepared = preprocess_image(crop, stage.preprocessing)
         logits = self._predict(self.refinement_session, stage.inference, prepared.array)
@@ -172,24 +177,47 @@ class Segmenter:
         rewritten = card_values[crop_labels]
         region[np.isin(region, card_values[1:]) | (rewritten != 0)] = 0
         region += rewritten
-        return stage.structures
 
 
-def _box_around(
+# Grown boxes further apart than this are refined as separate crops: a structure the first network put far from the
+# others (a false kidney in the pelvis) does not turn the crop into most of the torso at the refinement's resolution.
+# Nearer ones share one crop, so that two kidneys are seen together as in training.
+SEPARATE_CROPS_APART_MM = 100.0
+
+
+def _boxes_around(
     labels: np.ndarray, values: list[int], spacing_mm: tuple[float, float, float], margin_mm: float
-) -> tuple[slice, slice, slice] | None:
-    """The index box around every voxel with one of ``values``, grown by ``margin_mm`` and kept inside the map."""
+) -> list[tuple[slice, ...]]:
+    """The index boxes around the voxels with one of ``values``: each structure's box grown by ``margin_mm`` and kept
+    inside the map, boxes within ``SEPARATE_CROPS_APART_MM`` of each other merged into one. None where none is found."""
     boxes = label_boxes(labels)
     found = [boxes[v - 1] for v in values if 0 < v <= len(boxes) and boxes[v - 1] is not None]
-    if not found:
-        return None
-    box = []
-    for axis, (size, spacing) in enumerate(zip(labels.shape, spacing_mm, strict=True)):
-        margin = int(np.ceil(margin_mm / spacing))
-        start = min(b[axis].start for b in found) - margin
-        stop = max(b[axis].stop for b in found) + margin
-        box.append(slice(max(start, 0), min(stop, size)))
-    return tuple(box)
+    margins = [int(np.ceil(margin_mm / spacing)) for spacing in spacing_mm]
+    apart = [SEPARATE_CROPS_APART_MM / spacing for spacing in spacing_mm]
+    crops: list[tuple[slice, ...]] = []
+    for box in found:
+        crop = tuple(
+            slice(max(b.start - m, 0), min(b.stop + m, size))
+            for b, m, size in zip(box, margins, labels.shape, strict=True)
+        )
+        near = [other for other in crops if _near(crop, other, apart)]
+        while near:  # a merged crop may reach crops that were apart from its parts
+            for other in near:
+                crops.remove(other)
+                crop = _union(crop, other)
+            near = [other for other in crops if _near(crop, other, apart)]
+        crops.append(crop)
+    return sorted(crops, key=lambda crop: tuple(s.start for s in crop))
+
+
+def _near(a: tuple[slice, ...], b: tuple[slice, ...], apart_voxels: list[float]) -> bool:
+    """Whether two boxes are no more than ``apart_voxels`` apart along every axis (overlapping counts as near)."""
+    gaps = [max(x.start - y.stop, y.start - x.stop) for x, y in zip(a, b, strict=True)]
+    return all(gap <= limit for gap, limit in zip(gaps, apart_voxels, strict=True))
+
+
+def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
 
 
 def segment_volume(
