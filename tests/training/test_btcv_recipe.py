@@ -86,3 +86,21 @@ def test_the_all30_overlay_trains_every_case_plus_phantoms_from_the_split_model(
     assert data.phantom_train_cases > 0 and 0 < data.phantom_fraction <= 0.1
     assert cli.model.hparams.init_weights.endswith("final.ckpt")
     assert cli.model.hparams.model_id == "abdomen_ct_fast" and tuple(cli.model.hparams.window_hu) == (-125.0, 275.0)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])
+def test_bf16_recipes_train_in_fp32_on_a_cpu_without_native_bf16(monkeypatch, native):
+    import training.train as train
+
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    config = REPO / "training" / "configs" / "abdomen_ct_fast.yaml"
+    cli = main(["--config", str(config), "--data.datalist", "null", "--trainer.accelerator", "cpu"], run=False)
+    assert cli.trainer.precision == ("bf16-mixed" if native else "32-true")
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from training.train import cpu_has_native_bf16
+
+    (tmp_path / "avx2").write_text("processor : 0\nflags : fpu sse2 avx avx2 fma\n")
+    (tmp_path / "bf16").write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
+    assert not cpu_has_native_bf16(tmp_path / "avx2") and cpu_has_native_bf16(tmp_path / "bf16")
