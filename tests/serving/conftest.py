@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +83,13 @@ class Api:
         return self.client.get(path, headers={**self.headers(role), **kwargs.pop("headers", {})}, **kwargs)
 
 
-@contextmanager
-def running_api(root: Path, **settings: str) -> Iterator[Api]:
-    """The service in process with its own twin, keys and spool under root; settings are extra TWIN_IMAGING_*
-    variables (e.g. DEFAULT_SEGMENTATION_MODEL, as a site would set them)."""
+@pytest.fixture(scope="module")
+def api(tmp_path_factory) -> Iterator[Api]:
+    """The service in process (one BentoML app per test process: its metrics register globally; a service with
+    other settings runs as a real server, as tests/serving/test_renal_mass_service.py does)."""
     from starlette.testclient import TestClient
 
+    root = tmp_path_factory.mktemp("api")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BENTOML_HOME", str(root / "bentoml"))
         patch.setenv("BENTOML_DO_NOT_TRACK", "True")
@@ -98,21 +98,11 @@ def running_api(root: Path, **settings: str) -> Iterator[Api]:
         patch.setenv("TWIN_IMAGING_SERVE_MAX_UPLOAD_BYTES", str(MAX_UPLOAD_BYTES))
         patch.setenv("TWIN_IMAGING_SERVE_SYNC_MAX_BYTES", str(SYNC_MAX_BYTES))
         patch.setenv("TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS", "0.5")
-        for name, value in settings.items():
-            patch.setenv(f"TWIN_IMAGING_{name.upper()}", value)
         get_settings.cache_clear()
-        try:
-            registry = ApiKeyRegistry.load(root / "keys.json")
-            keys = {role: registry.create(f"test-{role}", role=role) for role in ("integration", "clinician", "admin")}
-            from serving.service import TwinImaging
+        registry = ApiKeyRegistry.load(root / "keys.json")
+        keys = {role: registry.create(f"test-{role}", role=role) for role in ("integration", "clinician", "admin")}
+        from serving.service import TwinImaging
 
-            with TestClient(TwinImaging.to_asgi(), raise_server_exceptions=False) as client:
-                yield Api(client, keys, root / "data")
-        finally:
-            get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory) -> Iterator[Api]:
-    with running_api(tmp_path_factory.mktemp("api")) as running:
-        yield running
+        with TestClient(TwinImaging.to_asgi(), raise_server_exceptions=False) as client:
+            yield Api(client, keys, root / "data")
+        get_settings.cache_clear()

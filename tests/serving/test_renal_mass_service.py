@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
+import httpx
 import pydicom
 import pytest
 
+from serving.launch import start_server
 from tests.conftest import NEEDS_RENAL_MASS_MODEL, renal_mass_model
-from tests.serving.conftest import GEOMETRY, Api, files_of, multipart_related, running_api
+from tests.serving.conftest import GEOMETRY, Api, files_of, multipart_related
 from tests.test_expert_intake import KIDNEYS_AND_TUMOUR, TUMOUR
 from twin_imaging.settings import get_settings
 from twin_imaging.testing import PatientSpec, PhantomAnatomy, SeriesSpec, StudySpec, write_phantom_study
@@ -20,11 +22,19 @@ from twin_imaging.testing.expert_seg import radiologist_seg
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[Api]:
-    """The service with the renal cascade as the site's default model (the product default where none is
+    """A real `bentoml serve` of a site whose default model is the renal cascade (the product default where none is
     installed: the SEG tests below need no model mask)."""
     model = renal_mass_model() or get_settings().default_segmentation_model
-    with running_api(tmp_path_factory.mktemp("api_renal"), default_segmentation_model=model) as running:
-        yield running
+    root = tmp_path_factory.mktemp("api_renal")
+    server = start_server(
+        root,
+        env={"TWIN_IMAGING_DEFAULT_SEGMENTATION_MODEL": model, "TWIN_IMAGING_SERVE_STUDY_QUIET_SECONDS": "0.5"},
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            yield Api(client, server.keys, root / "data")
+    finally:
+        server.stop()
 
 
 MASS_PATIENT = PatientSpec(patient_id="API-MASS-1", patient_birth_date="19560101", patient_sex="F")
@@ -131,10 +141,9 @@ def test_stow_rs_takes_a_seg_and_refuses_one_of_an_unknown_series(api, mass_stud
 
 def test_an_upload_for_a_series_analysed_for_another_tenant_is_unknown_to_an_own_scope_key(api, mass_study):
     from twin_imaging.access import ApiKeyRegistry
-    from twin_imaging.settings import get_settings
 
     study, _, _ = mass_study
-    registry = ApiKeyRegistry.load(get_settings().api_keys_file)
+    registry = ApiKeyRegistry.load(api.data_dir.parent / "keys.json")  # the server's key file (start_server)
     other = {"X-API-Key": registry.create("router-c", role="integration")}
     try:
         files = [("seg", ("r.dcm", _seg(study), "application/dicom"))]
