@@ -104,3 +104,25 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     (tmp_path / "avx2").write_text("processor : 0\nflags : fpu sse2 avx avx2 fma\n")
     (tmp_path / "bf16").write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
     assert not cpu_has_native_bf16(tmp_path / "avx2") and cpu_has_native_bf16(tmp_path / "bf16")
+
+
+@pytest.mark.parametrize(
+    "overlays",
+    [
+        ("renal_ct_region",),
+        ("renal_ct_region", "renal_ct_region_phantoms"),
+        ("renal_ct_region", "renal_ct_region_mixed"),
+    ],
+    ids=["region", "phantom-stage", "mixed"],
+)
+def test_the_renal_refinement_recipes_train_on_fold_0_only(overlays):
+    """The refinement's held-out numbers are on BTCV fold 1: no renal recipe may train or pick weights on it."""
+    config = REPO / "training" / "configs"
+    args = ["--config", str(config / "abdomen_ct_fast.yaml")]
+    for overlay in overlays:
+        args += ["--config", str(config / f"{overlay}.yaml")]
+    cli = main([*args, "--data.datalist", "null"], run=False)
+    data, model = cli.datamodule.hparams, cli.model.hparams
+    assert list(data.train_folds) == [0] and not data.val_folds
+    assert list(model.structures) == ["kidney_right", "kidney_left", "renal_tumor", "renal_cyst"]
+    assert tuple(model.spacing_mm) == (1.5, 1.5, 1.5) and 0 < data.fresh_lesion_fraction < 1
