@@ -57,19 +57,29 @@ def keep_attached_components(
     groups: dict[frozenset[int], list[int]] = {}
     for value, anchors in attachments.items():
         groups.setdefault(frozenset(int(a) for a in anchors), []).append(int(value))
+    boxes = label_boxes(labels)  # one pass; each group then works inside the box of its members and anchors only
+
+    def found(values) -> list[tuple[slice, ...]]:
+        return [boxes[v - 1] for v in values if 0 < v <= len(boxes) and boxes[v - 1] is not None]
+
     for anchors, members in groups.items():
-        attached = np.isin(labels, members)
-        if not attached.any():
+        member_boxes = found(members)
+        if not member_boxes:
             continue
-        anchored = np.isin(labels, list(anchors))
-        box = ndimage.find_objects((attached | anchored).view(np.uint8))[0]  # label only where they lie
-        attached, anchored = attached[box], anchored[box]
+        box = _union_box([*member_boxes, *found(anchors)])
+        region = labels[box]  # a view: written in place
+        attached, anchored = np.isin(region, members), np.isin(region, list(anchors))
         components, _ = ndimage.label(attached | anchored, structure=_FULL_CONNECTIVITY)
         keep = np.unique(components[anchored])
-        region = labels[box]  # a view: written in place
         dropped = attached & ~np.isin(components, keep[keep != 0])
         if dropped_voxels is not None and dropped.any():
             values, counts = np.unique(region[dropped], return_counts=True)
             dropped_voxels.update({int(v): int(c) for v, c in zip(values, counts, strict=True)})
         region[dropped] = 0
     return labels
+
+
+def _union_box(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...]:
+    starts = np.min([[s.start for s in box] for box in boxes], axis=0)
+    stops = np.max([[s.stop for s in box] for box in boxes], axis=0)
+    return tuple(slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True))
