@@ -225,6 +225,17 @@ def test_card_level_rule_is_checked_on_load(package_dir):
         load_model_package(package_dir)
 
 
+def test_another_packages_weights_left_in_the_folder_are_removed_but_not_the_source(package_dir, onnx_source):
+    (package_dir / "older_model.onnx").write_bytes(b"weights of a package written here before")
+    source = package_dir / "network.onnx"  # an export may leave its file in the folder it packages into
+    source.write_bytes(onnx_source.read_bytes())
+
+    write_model_package(package_dir, make_card(), source)
+
+    assert sorted(p.name for p in package_dir.iterdir()) == [CARD_FILE, "network.onnx", "tiny_abdomen.onnx"]
+    assert load_model_package(package_dir).onnx_path.read_bytes() == FAKE_ONNX
+
+
 def test_writing_around_an_onnx_already_in_the_folder(tmp_path):
     folder = tmp_path / "pkg"
     folder.mkdir()

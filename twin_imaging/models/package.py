@@ -77,7 +77,9 @@ def write_model_package(
     """Write ``onnx_source`` (and, for a card with a refinement stage, ``refinement_onnx_source``) and ``card`` into
     ``folder``; the card's sha256 and sizes are set from the files.
 
-    Each file is written to a temporary name in the folder and renamed, so a reader never sees half a package.
+    Each file is written to a temporary name in the folder and renamed, so a reader never sees half a package. ONNX
+    files of an earlier package in the folder that this card does not name are removed afterwards: a folder holds
+    one package, and stale weights beside a card would be taken for its own.
     """
     folder = Path(folder)
     if (card.refinement is None) != (refinement_onnx_source is None):
@@ -92,6 +94,13 @@ def write_model_package(
     if card.refinement is not None:
         copy_atomic(refinement_onnx_source, folder / card.refinement.onnx.file)
     write_bytes_atomic(folder / CARD_FILE, (json.dumps(card.model_dump(mode="json"), indent=2) + "\n").encode())
+    kept = {folder / card.onnx.file, Path(onnx_source)}
+    if card.refinement is not None:
+        kept |= {folder / card.refinement.onnx.file, Path(refinement_onnx_source)}
+    kept = {path.resolve() for path in kept}
+    for stale in folder.glob("*.onnx"):
+        if stale.resolve() not in kept:  # never the sources themselves, wherever they lie
+            stale.unlink()
     return load_model_package(folder)
 
 
