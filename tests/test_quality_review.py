@@ -116,10 +116,12 @@ def test_a_mass_left_out_for_touching_no_kidney_is_a_reason_from_one_millilitre(
         reasons = review_segmentation(measurements, truth.shape, truth.affine_ras, with_masses, dropped_ml)
         return [r for r in reasons if r.code == UNATTACHED_MASS_LEFT_OUT]
 
-    (reason,) = left_out({"renal_tumor": 2.54, "renal_cyst": 0.99})
-    assert reason.structures == ("renal_tumor",)  # the cyst's speck is under the 1 mL that is reported
+    (reason,) = left_out({"renal_tumor": 2.54, "renal_cyst": 0.01})
+    assert reason.structures == ("renal_tumor",)  # the cyst's speck is not named
     assert "2.5 mL of" in reason.message and "right kidney or left kidney" in reason.message.lower()
-    assert left_out({"renal_cyst": 0.5}) == [] and left_out({}) == []
+    (together,) = left_out({"renal_tumor": 0.6, "renal_cyst": 0.6})  # 1.2 mL together
+    assert together.structures == ("renal_tumor", "renal_cyst")
+    assert left_out({"renal_cyst": 0.5, "renal_tumor": 0.4}) == [] and left_out({}) == []
     assert review_segmentation(measurements, truth.shape, truth.affine_ras, with_masses) == review(truth, with_masses)
 
 

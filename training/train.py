@@ -46,6 +46,7 @@ class SegmentationCLI(LightningCLI):
             # without AVX512-BF16 or AMX, bf16 on the CPU runs on one thread, far slower: 30 steps of the renal
             # recipe took over 10 min in bf16 against about 1 min in fp32 on a 2-core AMD EPYC with AVX2 only
             kwargs["precision"] = "32-true"
+            self._get(self.config, "trainer")["precision"] = "32-true"  # the run's saved config.yaml says so too
             print(f"this CPU has no native bf16 (AVX512-BF16 or AMX): training in 32-true, not {precision}", flush=True)
         if config.get("logger") in (None, True):
             root = config.get("default_root_dir") or "runs"

@@ -9,9 +9,9 @@
 - ``renal_mass_not_validated``: the model found a renal tumour or cyst, and its tumour and cyst masks were measured
   on synthetic lesions only (no CT of a real renal tumour with expert masks is available to the project): every such
   analysis waits for a radiologist, who may send a SEG that replaces the masks;
-- ``unattached_mass_left_out``: the model labelled at least ``LEFT_OUT_REPORTED_ML`` of a structure that must touch
-  another (a renal mass its kidney, card ``attached_to``) away from it, and that part was left out of the masks: a
-  mass of a kidney the model did not find, or a false finding, and either way a human should look.
+- ``unattached_mass_left_out``: the model labelled at least ``LEFT_OUT_REPORTED_ML`` (all such structures together)
+  of structures that must touch another (a renal mass its kidney, card ``attached_to``) away from it, and that part
+  was left out of the masks: a mass of a kidney the model did not find, or a false finding; a human should look.
 
 The review never changes the labels or the measurements; it says where they need a human look.
 """
@@ -105,9 +105,10 @@ def review_segmentation(
 
 
 def _left_out(dropped_ml: Mapping[str, float], specs: dict[str, StructureSpec]) -> list[ReviewReason]:
-    left_out = {name: ml for name, ml in dropped_ml.items() if name in specs and ml >= LEFT_OUT_REPORTED_ML}
-    if not left_out:
+    known = {name: ml for name, ml in dropped_ml.items() if name in specs}
+    if sum(known.values()) < LEFT_OUT_REPORTED_ML:  # together: 0.6 mL of tumour and 0.6 mL of cyst count
         return []
+    left_out = {name: ml for name, ml in known.items() if ml >= 0.05}  # named where it shows as at least 0.1 mL
 
     def anchors(name: str) -> str:
         named = [specs[a].display_name.lower() for a in specs[name].attached_to if a in specs]

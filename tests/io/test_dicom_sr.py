@@ -169,6 +169,32 @@ def test_review_reasons_are_written_into_the_groups_of_the_structures_they_name(
     assert errors == []
 
 
+def test_a_mass_left_out_of_the_masks_is_reported_in_the_groups_of_the_organs_it_had_to_touch(case, seg):
+    """The left-out mass has no segment of its own: its reason goes to its anchors, or, with none in the SEG, to
+    every group; it is never dropped from the report the PACS receives."""
+    from twin_imaging.models.structures import BUILTIN_STRUCTURES, structure_specs
+
+    first, second, *others = [str(s.SegmentLabel) for s in seg.SegmentSequence]
+    (tumour,) = structure_specs(["renal_tumor"], BUILTIN_STRUCTURES)
+    label = max(s.label for s in case.card.structures) + 1
+
+    def evaluations(anchors: tuple[str, ...]) -> dict[str, list]:
+        spec = tumour.model_copy(update={"label": label, "attached_to": anchors})
+        card = case.card.model_copy(update={"structures": (*case.card.structures, spec)})
+        reasons = [ReviewReason("unattached_mass_left_out", ("renal_tumor",), "left out: 2.0 mL of renal tumour")]
+        sr = write_measurement_report(seg, measurements_of(case), case.headers, card, review=reasons)
+        groups = hd.sr.Comprehensive3DSR.from_dataset(through_bytes(sr)).content.get_volumetric_roi_measurement_groups()
+        return {
+            g.tracking_identifier: [e.value.value for e in g.get_qualitative_evaluations(name=REVIEW_REQUIRED)]
+            for g in groups
+        }
+
+    by_anchor = evaluations((first, second))
+    assert by_anchor[first] == by_anchor[second] == ["MASS-LEFT-OUT"] and not any(by_anchor[n] for n in others)
+    everywhere = evaluations(("not_in_this_seg",))
+    assert all(v == ["MASS-LEFT-OUT"] for v in everywhere.values()) and len(everywhere) == 2 + len(others)
+
+
 def test_measurement_and_segment_mismatches_are_refused(case, seg):
     measurements = measurements_of(case)
     present = {str(s.SegmentLabel) for s in seg.SegmentSequence}

@@ -129,7 +129,7 @@ def test_a_cascade_card_describes_its_refinement_stage():
     card = make_card(refinement=make_refinement(margin_mm=20.0))
     text = render_markdown_card(card)
     section = text.split("## Refinement stage (a cascade)")[1].split("## Evaluation")[0]
-    assert "box around kidney_left (plus 20 mm on every side)" in section
+    assert "box around kidney_left (plus 20 mm on every side; a box each where they lie over 100 mm apart)" in section
     assert "a voxel it gives kidney_left, spleen is that structure" in section
     assert card.refinement.onnx.file in section
     assert "## Refinement stage" not in render_markdown_card(make_card())

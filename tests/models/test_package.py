@@ -225,14 +225,21 @@ def test_card_level_rule_is_checked_on_load(package_dir):
         load_model_package(package_dir)
 
 
-def test_another_packages_weights_left_in_the_folder_are_removed_but_not_the_source(package_dir, onnx_source):
-    (package_dir / "older_model.onnx").write_bytes(b"weights of a package written here before")
+def test_the_earlier_packages_weights_are_removed_but_no_other_file(package_dir, onnx_source):
+    """A package written into a folder that held another model's package: that model's ONNX goes (it would sit
+    beside the new card as if it were its own); a user's other ONNX files and the source stay."""
+    onnx = {"file": "older_model.onnx", "sha256": "0" * 64, "size_bytes": 0, "opset": 17}
+    write_model_package(package_dir, make_card(model_id="older_model", onnx=onnx), onnx_source)
+    assert (package_dir / "older_model.onnx").is_file()  # the folder now holds older_model's package only
+    assert not (package_dir / "tiny_abdomen.onnx").exists()
+    (package_dir / "users_own.onnx").write_bytes(b"an export the package never named")
     source = package_dir / "network.onnx"  # an export may leave its file in the folder it packages into
     source.write_bytes(onnx_source.read_bytes())
 
     write_model_package(package_dir, make_card(), source)
 
-    assert sorted(p.name for p in package_dir.iterdir()) == [CARD_FILE, "network.onnx", "tiny_abdomen.onnx"]
+    names = sorted(p.name for p in package_dir.iterdir())
+    assert names == [CARD_FILE, "network.onnx", "tiny_abdomen.onnx", "users_own.onnx"]
     assert load_model_package(package_dir).onnx_path.read_bytes() == FAKE_ONNX
 
 

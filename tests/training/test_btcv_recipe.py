@@ -95,7 +95,7 @@ def test_bf16_recipes_train_in_fp32_on_a_cpu_without_native_bf16(monkeypatch, na
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
     config = REPO / "training" / "configs" / "abdomen_ct_fast.yaml"
     cli = main(["--config", str(config), "--data.datalist", "null", "--trainer.accelerator", "cpu"], run=False)
-    assert cli.trainer.precision == ("bf16-mixed" if native else "32-true")
+    assert cli.trainer.precision == cli.config.trainer.precision == ("bf16-mixed" if native else "32-true")
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):

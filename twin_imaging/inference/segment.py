@@ -17,7 +17,7 @@ from twin_imaging.inference.postprocess import keep_attached_components, keep_la
 from twin_imaging.inference.sessions import CPU_PROVIDER, choose_providers, create_session, run_session
 from twin_imaging.inference.sliding_window import sliding_window_predict
 from twin_imaging.label_boxes import label_boxes
-from twin_imaging.models.card import InferenceSpec
+from twin_imaging.models.card import SEPARATE_CROPS_APART_MM, InferenceSpec
 from twin_imaging.models.package import ModelPackage
 from twin_imaging.settings import get_settings
 from twin_imaging.transforms import preprocess_image
@@ -179,17 +179,12 @@ class Segmenter:
         region += rewritten
 
 
-# Grown boxes further apart than this are refined as separate crops: a structure the first network put far from the
-# others (a false kidney in the pelvis) does not turn the crop into most of the torso at the refinement's resolution.
-# Nearer ones share one crop, so that two kidneys are seen together as in training.
-SEPARATE_CROPS_APART_MM = 100.0
-
-
 def _boxes_around(
     labels: np.ndarray, values: list[int], spacing_mm: tuple[float, float, float], margin_mm: float
 ) -> list[tuple[slice, ...]]:
     """The index boxes around the voxels with one of ``values``: each structure's box grown by ``margin_mm`` and kept
-    inside the map, boxes within ``SEPARATE_CROPS_APART_MM`` of each other merged into one. None where none is found."""
+    inside the map, boxes within ``SEPARATE_CROPS_APART_MM`` of each other merged into one; empty where none is
+    found."""
     boxes = label_boxes(labels)
     found = [boxes[v - 1] for v in values if 0 < v <= len(boxes) and boxes[v - 1] is not None]
     margins = [int(np.ceil(margin_mm / spacing)) for spacing in spacing_mm]

@@ -31,7 +31,7 @@ import twin_imaging
 from twin_imaging.io.dicom_uids import derived_uid, tracking_uid
 from twin_imaging.measure import StructureMeasurement
 from twin_imaging.models.card import CodedConcept, ModelCard, StructureSpec
-from twin_imaging.quality_review import ReviewReason
+from twin_imaging.quality_review import UNATTACHED_MASS_LEFT_OUT, ReviewReason
 
 _VERSION = twin_imaging.__version__  # the measurements follow from the SEG and this code
 CT_OF_ABDOMEN = hd.sr.CodedConcept("169070004", "SCT", "Computed tomography of abdomen")
@@ -62,7 +62,7 @@ def write_measurement_report(
 
     Every segment of the SEG needs a measurement; a measurement of a structure the SEG lacks is an error unless it
     counts no voxels (an empty structure, omitted from the SEG), in which case it is left out. ``review``: the
-    quality review's reasons, each written into the group of every structure it names.
+    quality review's reasons, each written into the group of every structure it names (``_review_groups``).
     """
     if not source_headers:
         raise ValueError("the measurement report needs the source images' headers")
@@ -74,6 +74,7 @@ def write_measurement_report(
     by_name = _measurements_by_segment(measurements, segment_numbers)
 
     algorithm = hd.sr.AlgorithmIdentification(name=card.model_id, version=card.version)
+    review_groups = _review_groups(review, set(segment_numbers), card)
     groups = []
     for name, number in sorted(segment_numbers.items(), key=lambda item: item[1]):
         try:
@@ -94,7 +95,7 @@ def write_measurement_report(
                 finding_sites=_finding_sites(spec),
                 algorithm_id=algorithm,
                 measurements=_measurements(by_name[name], ct=card.modality == "CT"),
-                qualitative_evaluations=_review_items(name, review),
+                qualitative_evaluations=_review_items(name, review_groups),
             )
         )
 
@@ -181,11 +182,28 @@ def _measurements(measurement: StructureMeasurement, *, ct: bool) -> list[hd.sr.
     return out
 
 
-def _review_items(name: str, review: Sequence[ReviewReason]) -> list[hd.sr.QualitativeEvaluation] | None:
+def _review_groups(
+    review: Sequence[ReviewReason], segment_names: set[str], card: ModelCard
+) -> list[tuple[ReviewReason, set[str]]]:
+    """Each reason with the groups it is written into: those of the structures it names. A mass left out of the
+    masks (``unattached_mass_left_out``) has no segment of its own, or only the part that was kept: its reason goes
+    to the structures it had to touch (the kidneys). A reason with no group left goes into every group: none is lost.
+    """
+    out = []
+    for reason in review:
+        names = set(reason.structures) & segment_names
+        if reason.code == UNATTACHED_MASS_LEFT_OUT:
+            known = {s.name: s for s in card.structures}
+            names = {a for n in reason.structures if n in known for a in known[n].attached_to} & segment_names
+        out.append((reason, names or set(segment_names)))
+    return out
+
+
+def _review_items(name: str, review_groups: list[tuple[ReviewReason, set[str]]]) -> list | None:
     items = [
-        hd.sr.QualitativeEvaluation(name=REVIEW_REQUIRED, value=REVIEW_REASONS[r.code])
-        for r in review
-        if name in r.structures
+        hd.sr.QualitativeEvaluation(name=REVIEW_REQUIRED, value=REVIEW_REASONS[reason.code])
+        for reason, names in review_groups
+        if name in names
     ]
     return items or None
 

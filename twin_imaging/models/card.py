@@ -178,13 +178,23 @@ class OnnxFile(_Strict):
     )
 
 
+# A refinement stage's grown boxes further apart than this are refined as separate crops: a structure the first
+# network put far from the others (a false kidney in the pelvis) does not turn the crop into most of the torso at the
+# refinement's resolution. Nearer ones share one crop, so that two kidneys are seen together as in training.
+SEPARATE_CROPS_APART_MM = 100.0
+
+
 class RefinementStage(_Strict):
     """A second network run on a crop around structures the first one found: a finer look at one region (the
     kidneys and their masses at 1.5 mm, where the organs are found at 3 mm). Inside the crop its labels win: a voxel
     it gives one of its structures is that structure whatever the first network said, and a voxel the first network
     gave one of those structures and it calls background becomes background; outside, the first network's stand."""
 
-    around: tuple[str, ...] = Field(min_length=1, description="structures whose joint bounding box is the crop")
+    around: tuple[str, ...] = Field(
+        min_length=1,
+        description="structures whose joint bounding box is the crop (a crop each where their boxes lie over "
+        f"{SEPARATE_CROPS_APART_MM:g} mm apart)",
+    )
     margin_mm: float = Field(default=25.0, ge=0.0, description="added to the box on every side")
     structures: tuple[str, ...] = Field(
         min_length=1, description="the card's structures that the network's output labels 1..N stand for"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from twin_imaging.models.card import ModelCard, TrainingRecord
+from twin_imaging.models.card import SEPARATE_CROPS_APART_MM, ModelCard, TrainingRecord
 
 
 def render_markdown_card(card: ModelCard) -> str:
@@ -106,7 +106,9 @@ def _refinement(card: ModelCard) -> list[str]:
         "## Refinement stage (a cascade)",
         "",
         f"- A second network runs on the box around {', '.join(stage.around)} (plus {stage.margin_mm:g} mm on every "
-        f"side) as the first network found them, resampled to {' × '.join(f'{v:g}' for v in p.spacing_mm)} mm, "
+        f"side; a box each where they lie over {SEPARATE_CROPS_APART_MM:g} mm apart) as the first network found them, "
+        "resampled to "
+        f"{' × '.join(f'{v:g}' for v in p.spacing_mm)} mm, "
         f"HU window [{p.intensity.window_min_hu:g}, {p.intensity.window_max_hu:g}], sliding window of "
         f"{' × '.join(map(str, i.patch_size_voxels))} voxels. Inside that box its labels win: a voxel it gives "
         f"{', '.join(stage.structures)} is that structure, whatever the first network said, and one the first gave "

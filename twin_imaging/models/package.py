@@ -77,9 +77,9 @@ def write_model_package(
     """Write ``onnx_source`` (and, for a card with a refinement stage, ``refinement_onnx_source``) and ``card`` into
     ``folder``; the card's sha256 and sizes are set from the files.
 
-    Each file is written to a temporary name in the folder and renamed, so a reader never sees half a package. ONNX
-    files of an earlier package in the folder that this card does not name are removed afterwards: a folder holds
-    one package, and stale weights beside a card would be taken for its own.
+    Each file is written to a temporary name in the folder and renamed, so a reader never sees half a package. The ONNX
+    files the folder's earlier card named and this one does not are removed afterwards (a folder holds one package:
+    stale weights beside a card would be taken for its own); no other file is touched.
     """
     folder = Path(folder)
     if (card.refinement is None) != (refinement_onnx_source is None):
@@ -90,6 +90,7 @@ def write_model_package(
         stage = card.refinement.model_copy(update={"onnx": _described(card.refinement.onnx, refinement_onnx_source)})
         card = card.model_copy(update={"refinement": stage})
     ModelCard.model_validate(card.model_dump())  # still valid after the update
+    earlier = _onnx_files_named(folder)
     copy_atomic(onnx_source, folder / card.onnx.file)
     if card.refinement is not None:
         copy_atomic(refinement_onnx_source, folder / card.refinement.onnx.file)
@@ -97,11 +98,19 @@ def write_model_package(
     kept = {folder / card.onnx.file, Path(onnx_source)}
     if card.refinement is not None:
         kept |= {folder / card.refinement.onnx.file, Path(refinement_onnx_source)}
-    kept = {path.resolve() for path in kept}
-    for stale in folder.glob("*.onnx"):
-        if stale.resolve() not in kept:  # never the sources themselves, wherever they lie
-            stale.unlink()
+    for stale in earlier - {path.resolve() for path in kept}:  # never the sources themselves
+        stale.unlink(missing_ok=True)
     return load_model_package(folder)
+
+
+def _onnx_files_named(folder: Path) -> set[Path]:
+    """The ONNX files the card already in ``folder`` names (none where there is no readable card)."""
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        names = [card["onnx"]["file"], *([card["refinement"]["onnx"]["file"]] if card.get("refinement") else [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {(folder / Path(name).name).resolve() for name in names if isinstance(name, str)}
 
 
 def _described(onnx: OnnxFile, source: str | os.PathLike) -> OnnxFile:
