@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -50,3 +51,9 @@ def _merge(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, offset: int
     if a is None or b is None:
         return a if b is None else b
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
+
+
+def union_box(boxes: Sequence[tuple[slice, ...]]) -> tuple[slice, ...]:
+    """The smallest box holding every one of ``boxes`` (index slices with starts and stops, none empty)."""
+    axes = range(len(boxes[0]))
+    return tuple(slice(min(b[axis].start for b in boxes), max(b[axis].stop for b in boxes)) for axis in axes)

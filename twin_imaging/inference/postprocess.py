@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Mapping
 import numpy as np
 from scipy import ndimage
 
-from twin_imaging.label_boxes import label_boxes
+from twin_imaging.label_boxes import label_boxes, union_box
 
 _FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
@@ -66,7 +66,7 @@ def keep_attached_components(
         member_boxes = found(members)
         if not member_boxes:
             continue
-        box = _union_box([*member_boxes, *found(anchors)])
+        box = union_box([*member_boxes, *found(anchors)])
         region = labels[box]  # a view: written in place
         attached, anchored = np.isin(region, members), np.isin(region, list(anchors))
         components, _ = ndimage.label(attached | anchored, structure=_FULL_CONNECTIVITY)
@@ -77,9 +77,3 @@ def keep_attached_components(
             dropped_voxels.update({int(v): int(c) for v, c in zip(values, counts, strict=True)})
         region[dropped] = 0
     return labels
-
-
-def _union_box(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...]:
-    starts = np.min([[s.start for s in box] for box in boxes], axis=0)
-    stops = np.max([[s.stop for s in box] for box in boxes], axis=0)
-    return tuple(slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True))

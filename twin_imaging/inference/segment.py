@@ -16,7 +16,7 @@ from twin_imaging.inference.input_gate import check_input_suitability
 from twin_imaging.inference.postprocess import keep_attached_components, keep_largest_components
 from twin_imaging.inference.sessions import CPU_PROVIDER, choose_providers, create_session, run_session
 from twin_imaging.inference.sliding_window import sliding_window_predict
-from twin_imaging.label_boxes import label_boxes
+from twin_imaging.label_boxes import label_boxes, union_box
 from twin_imaging.models.card import SEPARATE_CROPS_APART_MM, InferenceSpec
 from twin_imaging.models.package import ModelPackage
 from twin_imaging.settings import get_settings
@@ -199,7 +199,7 @@ def _boxes_around(
         while near:  # a merged crop may reach crops that were apart from its parts
             for other in near:
                 crops.remove(other)
-                crop = _union(crop, other)
+                crop = union_box([crop, other])
             near = [other for other in crops if _near(crop, other, apart)]
         crops.append(crop)
     return sorted(crops, key=lambda crop: tuple(s.start for s in crop))
@@ -209,10 +209,6 @@ def _near(a: tuple[slice, ...], b: tuple[slice, ...], apart_voxels: list[float])
     """Whether two boxes are no more than ``apart_voxels`` apart along every axis (overlapping counts as near)."""
     gaps = [max(x.start - y.stop, y.start - x.stop) for x, y in zip(a, b, strict=True)]
     return all(gap <= limit for gap, limit in zip(gaps, apart_voxels, strict=True))
-
-
-def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
 
 
 def segment_volume(

@@ -189,11 +189,11 @@ def _review_groups(
     masks (``unattached_mass_left_out``) has no segment of its own, or only the part that was kept: its reason goes
     to the structures it had to touch (the kidneys). A reason with no group left goes into every group: none is lost.
     """
+    known = {s.name: s for s in card.structures}
     out = []
     for reason in review:
         names = set(reason.structures) & segment_names
         if reason.code == UNATTACHED_MASS_LEFT_OUT:
-            known = {s.name: s for s in card.structures}
             names = {a for n in reason.structures if n in known for a in known[n].attached_to} & segment_names
         out.append((reason, names or set(segment_names)))
     return out
